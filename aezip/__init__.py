@@ -1,0 +1,70 @@
+"""aezip: learned compression for image datasets.
+
+Public API::
+
+    codec = aezip.Codec(quality=6)          # one image ⇄ bytes
+    data = codec.encode(pil_image)
+    image = codec.decode(data)
+
+    with aezip.open("photos.aez") as archive:   # random access to an archive's members
+        image = archive.image("cats/001.jpg")
+
+    dataset = aezip.ImageArchiveDataset("photos.aez")   # torch Dataset over the images
+
+Heavy modules (torch) load on first use of these names, so ``import aezip`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aezip.errors import (
+    AezipError,
+    CorruptArchiveError,
+    FormatError,
+    ModelError,
+    ModelMismatchError,
+    UnsafePathError,
+    UnsupportedImageError,
+    UnsupportedVersionError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AezipError",
+    "Archive",
+    "Codec",
+    "CorruptArchiveError",
+    "FormatError",
+    "ImageArchiveDataset",
+    "ModelError",
+    "ModelMismatchError",
+    "UnsafePathError",
+    "UnsupportedImageError",
+    "UnsupportedVersionError",
+    "__version__",
+    "open",
+]
+
+if TYPE_CHECKING:
+    from aezip.archive import Archive
+    from aezip.codec import Codec
+    from aezip.dataset import ImageArchiveDataset
+
+_LAZY = {"Codec": "aezip.codec", "Archive": "aezip.archive", "ImageArchiveDataset": "aezip.dataset"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'aezip' has no attribute {name!r}")
+
+
+def open(path: str, device: str = "auto", models: list[str] | None = None) -> Archive:  # noqa: A001
+    """Open an ``.aez`` archive for random access by member name (see :class:`aezip.Archive`)."""
+    from aezip.archive import Archive
+
+    return Archive(path, device=device, models=models)

@@ -1,0 +1,206 @@
+"""Files ⇄ archive members: the layer between the container and the folder-level commands.
+
+An image file the model can code becomes an IMAGE member (an image stream, plus JSON metadata
+with the original format, mode and EXIF). Every other file, and every image the model must not
+touch, becomes a RAW member: the original bytes in a zstd frame with a content checksum.
+
+``Archive`` (returned by :func:`aezip.open`) reads members back by name, with random access.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import zstandard
+from PIL import Image
+
+from aezip.codec import Codec, Decoded
+from aezip.container import ArchiveReader, ArchiveWriter, MemberInfo, MemberKind
+from aezip.errors import AezipError, CorruptArchiveError
+from aezip.imagefile import encode_file, is_image_name, lossless_reason, open_image, prepare
+
+RAW_LEVEL = 10
+_CHUNK = 1 << 20
+_raw_compressor = zstandard.ZstdCompressor(level=RAW_LEVEL, write_checksum=True, write_content_size=True)
+_raw_decompressor = zstandard.ZstdDecompressor()
+
+FORMATS = ("original", "png")
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """What :func:`add_file` decided for one file; used for the pack summary."""
+
+    name: str
+    kind: MemberKind
+    original_size: int
+    stored_size: int
+    note: str
+
+
+def add_file(
+    writer: ArchiveWriter, name: str, data: bytes, codec: Codec, mode: int = 0o644, mtime_ns: int = 0
+) -> MemberPlan:
+    """Store one file's bytes as an IMAGE or RAW member and say which."""
+    note = "data"
+    if is_image_name(name):
+        im = open_image(data, name)
+        reason = lossless_reason(im)
+        if reason is None:
+            prep = prepare(im)
+            payload = codec.encode_prepared(prep)
+            meta = json.dumps(prep.file_meta, sort_keys=True).encode()
+            writer.add(
+                name, MemberKind.IMAGE, payload, original_size=len(data), mode=mode, mtime_ns=mtime_ns, metadata=meta
+            )
+            return MemberPlan(name, MemberKind.IMAGE, len(data), len(payload), f"q{codec.quality} {codec.entropy}")
+        note = f"lossless: {reason}"
+    payload = _raw_compressor.compress(data)
+    meta = json.dumps({"lossless": note[10:]}).encode() if note != "data" else b""
+    writer.add(name, MemberKind.RAW, payload, original_size=len(data), mode=mode, mtime_ns=mtime_ns, metadata=meta)
+    return MemberPlan(name, MemberKind.RAW, len(data), len(payload), note)
+
+
+def iter_raw(payload: bytes, size: int, name: str) -> Iterator[bytes]:
+    """Decompress a RAW member in chunks, checking its length (zstd checks its content hash)."""
+    got = 0
+    try:
+        with _raw_decompressor.stream_reader(io.BytesIO(payload), read_across_frames=False) as reader:
+            while True:
+                chunk = reader.read(_CHUNK)
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > size:
+                    break
+                yield chunk
+    except zstandard.ZstdError as exc:
+        raise CorruptArchiveError(f"{name}: stored data does not decompress ({exc})") from None
+    if got != size:
+        raise CorruptArchiveError(f"{name}: stored data has the wrong length")
+
+
+def member_meta(info: MemberInfo) -> dict:
+    """The JSON metadata of a member ({} when empty)."""
+    if not info.metadata:
+        return {}
+    try:
+        meta = json.loads(info.metadata)
+    except (ValueError, UnicodeDecodeError):
+        raise CorruptArchiveError(f"{info.name}: metadata is not JSON") from None
+    if not isinstance(meta, dict):
+        raise CorruptArchiveError(f"{info.name}: metadata is not a JSON object")
+    return meta
+
+
+def output_name(info: MemberInfo, fmt: str) -> str:
+    """Relative path a member is restored to: its own name, or with ``.png`` for ``--format png``."""
+    if fmt == "png" and info.kind == MemberKind.IMAGE:
+        return str(PurePosixPath(info.name).with_suffix(".png"))
+    return info.name
+
+
+class Archive:
+    """Random access to the members of an ``.aez`` archive by name, in archive order.
+
+    ``models`` lists extra model files for images not encoded with the default model.
+    A reader is safe to hand to DataLoader workers (each opens its own file handle).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], device: str = "auto", models: list[str | Path] | None = None):
+        self._reader = ArchiveReader(path)
+        self._device = device
+        self._models = list(models or [])
+        self._codec: Codec | None = None
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_codec"] = None
+        return state
+
+    def close(self) -> None:
+        self._reader.close()
+
+    @property
+    def path(self) -> str:
+        return self._reader.path
+
+    @property
+    def members(self) -> list[MemberInfo]:
+        return self._reader.members
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self._reader.members]
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._reader
+
+    def info(self, name: str) -> MemberInfo:
+        """Index record of a member (KeyError if absent)."""
+        return self._reader[name]
+
+    def is_image(self, name: str) -> bool:
+        """Whether the member was coded by the model (lossy) rather than stored losslessly."""
+        return self._reader[name].kind == MemberKind.IMAGE
+
+    @property
+    def codec(self) -> Codec:
+        """The decoder, created on first use (loads the default model and any extra ones)."""
+        if self._codec is None:
+            self._codec = Codec(device=self._device, models=self._models)
+        return self._codec
+
+    def check_checksums(self) -> None:
+        """Verify the stored checksum of every member (without decoding)."""
+        self._reader.verify()
+
+    def payload(self, name: str) -> bytes:
+        """Stored bytes of a member, checksum verified."""
+        return self._reader.read_payload(name)
+
+    def decode(self, names: list[str]) -> list[Decoded]:
+        """Decoded pixels of IMAGE members, batched by latent shape."""
+        for n in names:
+            if not self.is_image(n):
+                raise AezipError(f"{n} is not a coded image")
+        return self.codec.decode_many([self.payload(n) for n in names])
+
+    def image(self, name: str) -> Image.Image:
+        """A member as a PIL image: the reconstruction, or the original for losslessly stored images."""
+        if self.is_image(name):
+            return self.decode([name])[0].to_image()
+        return open_image(self.read_bytes(name), name)
+
+    def read_bytes(self, name: str, fmt: str = "original") -> bytes:
+        """The bytes ``aezip unpack`` writes for a member, held in memory."""
+        info = self._reader[name]
+        if info.kind == MemberKind.RAW:
+            return b"".join(iter_raw(self.payload(name), info.original_size, name))
+        return render(info, self.decode([name])[0], fmt)
+
+
+def render(info: MemberInfo, decoded: Decoded, fmt: str) -> bytes:
+    """Write decoded pixels as a file: the original format (from metadata) or PNG."""
+    meta = member_meta(info)
+    im = decoded.to_image()
+    if fmt == "png":
+        return encode_file(im, "PNG")
+    return encode_file(im, str(meta.get("format", "PNG")), meta.get("exif"))

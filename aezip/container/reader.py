@@ -1,0 +1,283 @@
+"""Read .aez archives, treating every file as hostile.
+
+Opening an archive reads only the header, the footer and the index; each payload is read on demand, so any one
+member can be read without touching the others. Every declared size is checked against the real file size
+before anything is allocated for it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from aezip.container import spec
+from aezip.container.spec import MemberInfo, MemberKind, validate_member_name
+from aezip.errors import CorruptArchiveError, FormatError, UnsafePathError, UnsupportedVersionError
+
+_CHUNK = 1 << 20
+
+
+class ArchiveReader:
+    """Random access to the members of one archive.
+
+    Picklable for PyTorch DataLoader workers: the index travels with the pickle, the file handle does not; each
+    process (forked or unpickled) opens its own handle on its first payload read.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = os.fspath(path)
+        self._lock: threading.Lock | None = threading.Lock()
+        fh = open(self._path, "rb")
+        try:
+            self._size = os.fstat(fh.fileno()).st_size
+            self._version = _check_header(_read_exact(fh, 0, min(self._size, spec.HEADER_SIZE)), self._size)
+            self._footer = _read_exact(fh, self._size - spec.FOOTER_SIZE, spec.FOOTER_SIZE)
+            self._members = _read_index(fh, self._footer, self._size)
+        except BaseException:
+            fh.close()
+            raise
+        self._fh: BinaryIO | None = fh
+        self._pid = os.getpid()
+        self._by_name = {info.name: info for info in self._members}
+        self._closed = False
+
+    def __enter__(self) -> ArchiveReader:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file handle; later payload reads raise ValueError. Idempotent."""
+        self._closed = True
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state["_fh"] = None
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+
+    @property
+    def path(self) -> str:
+        """The path the archive was opened from."""
+        return self._path
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """The (major, minor) format version the archive declares."""
+        return self._version
+
+    @property
+    def members(self) -> list[MemberInfo]:
+        """All members in archive order."""
+        return list(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[MemberInfo]:
+        return iter(self._members)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._by_name
+
+    def __getitem__(self, name: str) -> MemberInfo:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no member named {name!r} in {self._path}") from None
+
+    def __repr__(self) -> str:
+        return f"ArchiveReader({self._path!r}, members={len(self._members)})"
+
+    def read_payload(self, member: str | MemberInfo) -> bytes:
+        """Read one member's stored payload and check its crc32; raises CorruptArchiveError on mismatch."""
+        info = self._lookup(member)
+        data = self._read(info.offset, info.length)
+        if zlib.crc32(data) != info.crc32:
+            raise CorruptArchiveError(f"member {info.name!r} fails its crc32 check")
+        return data
+
+    def verify(self) -> None:
+        """Check the crc32 of every payload, in bounded memory; raises CorruptArchiveError on the first mismatch."""
+        for info in self._members:
+            crc = 0
+            for start in range(info.offset, info.offset + info.length, _CHUNK):
+                crc = zlib.crc32(self._read(start, min(_CHUNK, info.offset + info.length - start)), crc)
+            if crc != info.crc32:
+                raise CorruptArchiveError(f"member {info.name!r} fails its crc32 check")
+
+    def _lookup(self, member: str | MemberInfo) -> MemberInfo:
+        """Resolve a name, or accept a MemberInfo only if it is exactly this archive's entry."""
+        if isinstance(member, MemberInfo):
+            if self._by_name.get(member.name) != member:
+                raise KeyError(f"{member.name!r} is not a member of {self._path}")
+            return member
+        return self[member]
+
+    def _read(self, offset: int, length: int) -> bytes:
+        if self._lock is None or self._pid != os.getpid():
+            self._lock = threading.Lock()
+        with self._lock:
+            return _read_exact(self._handle(), offset, length)
+
+    def _handle(self) -> BinaryIO:
+        """The open file of this process, opened lazily after unpickling or forking."""
+        if self._closed:
+            raise ValueError("archive reader is closed")
+        if self._fh is None or self._pid != os.getpid():
+            self._fh = self._reopen()
+            self._pid = os.getpid()
+        return self._fh
+
+    def _reopen(self) -> BinaryIO:
+        """Open the archive again and make sure it is still the file whose index we hold."""
+        fh = open(self._path, "rb")
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            if size != self._size or _read_exact(fh, size - spec.FOOTER_SIZE, spec.FOOTER_SIZE) != self._footer:
+                raise CorruptArchiveError(f"archive {self._path} changed since it was opened")
+        except BaseException:
+            fh.close()
+            raise
+        return fh
+
+
+def _read_exact(fh: BinaryIO, offset: int, length: int) -> bytes:
+    """Read exactly ``length`` bytes at ``offset``; a short read means the file is truncated."""
+    fh.seek(offset)
+    data = fh.read(length)
+    if len(data) != length:
+        raise CorruptArchiveError("archive is truncated (file ended early)")
+    return data
+
+
+def _check_header(header: bytes, size: int) -> tuple[int, int]:
+    """Check magic, version, header crc32 and must-understand flags; return (major, minor)."""
+    if size == 0:
+        raise FormatError("not an aezip archive (empty file)")
+    if header[: len(spec.MAGIC)] != spec.MAGIC[: len(header)]:
+        raise FormatError("not an aezip archive (bad magic)")
+    if size < len(spec.MAGIC) + 2:
+        raise CorruptArchiveError(f"archive is truncated ({size} bytes)")
+    major, minor = header[len(spec.MAGIC)], header[len(spec.MAGIC) + 1]
+    _check_version(major, minor)
+    if size < spec.HEADER_SIZE + spec.FOOTER_SIZE:
+        raise CorruptArchiveError(f"archive is truncated ({size} bytes)")
+    _, _, _, flags = spec.HEADER_BODY.unpack_from(header)
+    (crc,) = spec.HEADER_CRC.unpack_from(header, spec.HEADER_BODY.size)
+    if zlib.crc32(header[: spec.HEADER_BODY.size]) != crc:
+        raise CorruptArchiveError("archive header fails its crc32 check")
+    unknown = flags & spec.ARCHIVE_MUST_UNDERSTAND & ~spec.ARCHIVE_KNOWN_FLAGS
+    if unknown:
+        raise FormatError(f"archive uses features this aezip does not support (flags 0x{unknown:08x})")
+    return major, minor
+
+
+def _check_version(major: int, minor: int) -> None:
+    ours = spec.FORMAT_VERSION
+    if major > ours[0]:
+        raise UnsupportedVersionError(
+            f"archive format version {major}.{minor} is newer than this reader's {ours[0]}.{ours[1]}; upgrade aezip"
+        )
+    if major < ours[0]:
+        raise FormatError(f"archive format version {major}.{minor} is not supported")
+
+
+def _read_index(fh: BinaryIO, footer: bytes, size: int) -> list[MemberInfo]:
+    """Check the footer against the file size, read the index, check its crc32, then parse it."""
+    index_offset, index_length, index_crc, count, magic = spec.FOOTER.unpack(footer)
+    if magic != spec.FOOTER_MAGIC:
+        raise CorruptArchiveError("archive is truncated or has trailing bytes (no footer at end of file)")
+    data_end = size - spec.FOOTER_SIZE
+    if index_length > spec.MAX_INDEX_SIZE:
+        raise CorruptArchiveError(f"archive index claims {index_length} bytes, more than the 1 GiB limit")
+    if index_offset < spec.HEADER_SIZE or index_offset > data_end or index_length != data_end - index_offset:
+        raise CorruptArchiveError("archive footer does not point at an index that ends at the footer")
+    if count > spec.MAX_MEMBERS or count * spec.MIN_ENTRY_SIZE > index_length:
+        raise CorruptArchiveError(f"archive footer claims {count} members, more than its index can hold")
+    index = _read_exact(fh, index_offset, index_length)
+    if zlib.crc32(index) != index_crc:
+        raise CorruptArchiveError("archive index fails its crc32 check")
+    return _parse_index(index, count, index_offset)
+
+
+def _parse_index(index: bytes, count: int, data_end: int) -> list[MemberInfo]:
+    """Decode ``count`` entries whose payloads must tile the data area exactly, in order."""
+    view = memoryview(index)
+    members: list[MemberInfo] = []
+    names: set[str] = set()
+    pos = 0
+    expected = spec.HEADER_SIZE
+    for number in range(count):
+        info, pos = _parse_entry(view, pos, number)
+        if info.offset != expected:
+            raise CorruptArchiveError(f"member {info.name!r} starts at {info.offset}, expected {expected}")
+        if info.length > data_end - expected:
+            raise CorruptArchiveError(f"member {info.name!r} claims {info.length} bytes, past the data area")
+        if info.name in names:
+            raise CorruptArchiveError(f"duplicate member name {info.name!r}")
+        expected += info.length
+        names.add(info.name)
+        members.append(info)
+    if pos != len(index):
+        raise CorruptArchiveError(f"archive index has {len(index) - pos} bytes after its last entry")
+    if expected != data_end:
+        raise CorruptArchiveError(f"archive data area has {data_end - expected} bytes that belong to no member")
+    return members
+
+
+def _parse_entry(view: memoryview, pos: int, number: int) -> tuple[MemberInfo, int]:
+    """Decode the entry at ``pos``; return it and the position after it."""
+    (name_len,) = spec.ENTRY_NAME_LEN.unpack_from(_take(view, pos, spec.ENTRY_NAME_LEN.size, number))
+    pos += spec.ENTRY_NAME_LEN.size
+    name = _decode_name(_take(view, pos, name_len, number))
+    pos += name_len
+    kind, flags, offset, length, crc, original_size, mode, mtime_ns = spec.ENTRY_FIXED.unpack_from(
+        _take(view, pos, spec.ENTRY_FIXED.size, number)
+    )
+    pos += spec.ENTRY_FIXED.size
+    (meta_len,) = spec.ENTRY_META_LEN.unpack_from(_take(view, pos, spec.ENTRY_META_LEN.size, number))
+    pos += spec.ENTRY_META_LEN.size
+    metadata = bytes(_take(view, pos, meta_len, number))
+    pos += meta_len
+    member_kind = _check_entry_fields(name, kind, flags, mode)
+    info = MemberInfo(name, member_kind, offset, length, crc, original_size, mode, mtime_ns, metadata)
+    return info, pos
+
+
+def _take(view: memoryview, pos: int, length: int, number: int) -> memoryview:
+    if length > len(view) - pos:
+        raise CorruptArchiveError(f"archive index entry {number} runs past the end of the index")
+    return view[pos : pos + length]
+
+
+def _decode_name(raw: memoryview) -> str:
+    try:
+        name = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnsafePathError(f"member name {bytes(raw)[:64]!r} is not valid UTF-8") from None
+    return validate_member_name(name)
+
+
+def _check_entry_fields(name: str, kind: int, flags: int, mode: int) -> MemberKind:
+    """Reject kinds and must-understand flags this reader does not know, and non-permission mode bits."""
+    try:
+        member_kind = MemberKind(kind)
+    except ValueError:
+        raise FormatError(f"member {name!r} has unknown kind {kind} (written by a newer aezip?)") from None
+    unknown = flags & spec.MEMBER_MUST_UNDERSTAND & ~spec.MEMBER_KNOWN_FLAGS
+    if unknown:
+        raise FormatError(f"member {name!r} uses features this aezip does not support (flags 0x{unknown:04x})")
+    if mode & ~spec.MODE_MASK:
+        raise CorruptArchiveError(f"member {name!r} has mode 0o{mode:o}, which is more than permission bits")
+    return member_kind

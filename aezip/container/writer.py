@@ -1,0 +1,168 @@
+"""Write .aez archives atomically: payloads stream to a temporary file that replaces the target only on success."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import weakref
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+from aezip.container import spec
+from aezip.container.spec import MemberInfo, MemberKind, validate_member_name
+from aezip.errors import AezipError, UnsafePathError
+
+
+class ArchiveWriter:
+    """Build one archive; members are written in the order they are added.
+
+    Payloads go to disk as they are added, only the index stays in memory. Output is deterministic: the same
+    adds in the same order give the same bytes. Use as a context manager; an exception inside the ``with``
+    block (or ``abort()``) deletes the temporary file and leaves any existing file at ``path`` untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(path)
+        self._tmp_path, self._fh = _create_temp(self._path)
+        self._finalizer = weakref.finalize(self, _discard, self._fh, self._tmp_path)
+        self._entries: list[MemberInfo] = []
+        self._names: set[str] = set()
+        self._closed = False
+        self._fh.write(spec.pack_header())
+        self._offset = spec.HEADER_SIZE
+
+    def __enter__(self) -> ArchiveWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    @property
+    def path(self) -> Path:
+        """The final path of the archive."""
+        return self._path
+
+    def add(
+        self,
+        name: str,
+        kind: MemberKind | int,
+        payload: bytes,
+        *,
+        original_size: int,
+        mode: int = 0o644,
+        mtime_ns: int = 0,
+        metadata: bytes = b"",
+    ) -> None:
+        """Append one member and write its payload to disk now.
+
+        ``mode`` keeps only permission bits (file-type bits of ``st_mode`` are dropped). Bad or duplicate names
+        raise UnsafePathError; out-of-range numbers and unknown kinds are caller bugs and raise ValueError.
+        """
+        self._check_open()
+        validate_member_name(name)
+        if name in self._names:
+            raise UnsafePathError(f"duplicate member name {name!r}")
+        info = self._make_info(name, kind, payload, original_size, mode, mtime_ns, metadata)
+        try:
+            self._fh.write(payload)
+        except BaseException:
+            self.abort()
+            raise
+        self._offset += info.length
+        self._names.add(name)
+        self._entries.append(info)
+
+    def _make_info(
+        self,
+        name: str,
+        kind: MemberKind | int,
+        payload: bytes,
+        original_size: int,
+        mode: int,
+        mtime_ns: int,
+        metadata: bytes,
+    ) -> MemberInfo:
+        """Check the caller's numbers and build the index entry for a payload about to be written."""
+        try:
+            member_kind = MemberKind(kind)
+        except ValueError:
+            raise ValueError(f"unknown member kind {kind!r}") from None
+        _check_range("original_size", original_size, 0, spec.U64_MAX)
+        _check_range("mode", mode, 0, spec.U32_MAX)
+        _check_range("mtime_ns", mtime_ns, spec.I64_MIN, spec.I64_MAX)
+        metadata = bytes(metadata)
+        if len(metadata) > spec.U32_MAX:
+            raise ValueError("metadata is larger than 4 GiB")
+        if len(self._entries) >= spec.MAX_MEMBERS:
+            raise AezipError(f"an archive holds at most {spec.MAX_MEMBERS} members")
+        length = memoryview(payload).nbytes
+        return MemberInfo(
+            name=name,
+            kind=member_kind,
+            offset=self._offset,
+            length=length,
+            crc32=zlib.crc32(payload),
+            original_size=original_size,
+            mode=mode & spec.MODE_MASK,
+            mtime_ns=mtime_ns,
+            metadata=metadata,
+        )
+
+    def close(self) -> None:
+        """Write index and footer, flush to disk and move the archive into place. Idempotent."""
+        if self._closed:
+            return
+        try:
+            index = b"".join(spec.pack_entry(info) for info in self._entries)
+            if len(index) > spec.MAX_INDEX_SIZE:
+                raise AezipError("archive index would exceed 1 GiB; split the input into several archives")
+            self._fh.write(index)
+            self._fh.write(spec.pack_footer(self._offset, index, len(self._entries)))
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.replace(self._tmp_path, self._path)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._finalizer.detach()
+
+    def abort(self) -> None:
+        """Discard everything written so far; the target path is left as it was. Idempotent."""
+        self._closed = True
+        self._finalizer()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("archive writer is closed")
+
+
+def _create_temp(path: Path) -> tuple[Path, BinaryIO]:
+    """Create a fresh temporary file next to ``path`` so the final rename stays on one file system.
+
+    ``os.open`` with mode 0o666 lets the umask decide permissions, as for any ordinary new file.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        return tmp, os.fdopen(fd, "wb")
+
+
+def _discard(fh: BinaryIO, tmp_path: Path) -> None:
+    """Close and delete a temporary file that never became an archive."""
+    fh.close()
+    tmp_path.unlink(missing_ok=True)
+
+
+def _check_range(field: str, value: int, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{field} must be an int in [{low}, {high}], got {value!r}")

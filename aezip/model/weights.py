@@ -1,0 +1,109 @@
+"""Model files: safetensors weights with the config in the metadata, identified by sha256.
+
+A model file holds the network's tensors under ``net.*`` and the integer entropy-coding tables
+under ``tables.*`` (see ``aezip.entropy.tables``). Its identity is the sha256 of the file's
+bytes; archives record it, and loading verifies it, so an archive is never decoded with a
+different network than the one that encoded it. Nothing is unpickled: safetensors only parses a
+JSON header and raw little-endian buffers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from aezip.entropy.tables import CdfTables
+from aezip.errors import ModelError
+from aezip.model.autoencoder import Autoencoder
+from aezip.model.config import ModelConfig
+
+FORMAT_TAG = "aezip-model/1"
+MODEL_ID_BYTES = 16  # prefix of the sha256 recorded in archives
+
+
+@dataclass
+class LoadedModel:
+    """A network ready to run, its entropy tables (one per quality) and its identity."""
+
+    net: Autoencoder
+    tables: list[CdfTables]
+    sha256: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def model_id(self) -> bytes:
+        """The bytes archives store to name this model."""
+        return bytes.fromhex(self.sha256)[:MODEL_ID_BYTES]
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.net.config
+
+
+def model_to_bytes(
+    net: Autoencoder,
+    tables: list[CdfTables],
+    extra_metadata: dict[str, str] | None = None,
+    half: bool = False,
+) -> bytes:
+    """Serialise a network and its tables; ``half`` stores float weights as fp16 (smaller file)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in net.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        tensors[f"net.{name}"] = value.half() if half and value.is_floating_point() else value
+    for q, table in enumerate(tables):
+        for name, value in table.to_tensors().items():
+            tensors[f"tables.{q}.{name}"] = value
+    metadata = {"format": FORMAT_TAG, "config": net.config.to_json()}
+    metadata.update(extra_metadata or {})
+    return st_save(tensors, metadata=metadata)
+
+
+def model_from_bytes(data: bytes, source: str = "model") -> LoadedModel:
+    """Parse and validate model bytes; raises :class:`ModelError` with a one-line reason."""
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
+    except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{source}: not a safetensors model file ({exc})") from None
+    if metadata.get("format") != FORMAT_TAG:
+        raise ModelError(f"{source}: not an aezip model (format tag {metadata.get('format')!r})")
+    config = ModelConfig.from_json(metadata.get("config", ""))
+    net = Autoencoder(config)
+    state = {k[4:]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelError(f"{source}: weights do not match the stored config ({first})") from None
+    tables = []
+    for q in range(config.qualities):
+        prefix = f"tables.{q}."
+        part = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not part:
+            raise ModelError(f"{source}: no entropy tables for quality {q + 1}")
+        tables.append(CdfTables.from_tensors(part, config.bottleneck))
+    net.eval()
+    return LoadedModel(net=net, tables=tables, sha256=sha, metadata=dict(metadata))
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Read a model file from disk (see :func:`model_from_bytes`)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read model {path}: {exc.strerror or exc}") from None
+    model = model_from_bytes(data, source=str(path))
+    model.path = path
+    return model

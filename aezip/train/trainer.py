@@ -1,0 +1,244 @@
+"""The training loop behind ``aezip train``.
+
+One variable-rate model learns every quality at once: each step draws a quality ``q``, trains
+with its λ, its gain vector and its prior. Rate uses additive uniform noise; the decoder sees
+straight-through rounded latents ("mixed quantization"), which converges faster in few steps.
+Runs on CUDA when present (TF32, bf16 autocast for convolutions; GDN and priors stay fp32),
+otherwise on the CPU. A checkpoint (weights + Adam state + counters, safetensors) is written
+every few minutes and at the end, so ``--resume`` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from aezip.errors import AezipError
+from aezip.model.autoencoder import Autoencoder
+from aezip.model.config import DEFAULT_LAMBDAS, ModelConfig
+from aezip.model.weights import load_model
+from aezip.train.data import CropSampler
+from aezip.train.loss import distortion, psnr_from_mse, rd_loss
+
+PRIOR_LR_SCALE = 10.0
+
+
+@dataclass
+class TrainOptions:
+    """Every setting of a run; recorded verbatim in the model card."""
+
+    data: Path
+    out: Path
+    val: Path | None = None
+    steps: int = 100_000
+    minutes: float | None = None
+    batch: int = 8
+    crop: int = 128
+    lr: float = 1e-4
+    lr_drop_at: float = 0.8
+    clip: float = 1.0
+    levels: int = 4
+    channels: int = 64
+    bottleneck: int = 96
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    loss: str = "mse"
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    init: Path | None = None
+    checkpoint_minutes: float = 5.0
+    log_every: int = 50
+    val_limit: int | None = None
+    threads: int | None = None
+    progress: bool = True
+    command: str = field(default_factory=lambda: shlex.join(["aezip", *sys.argv[1:]]))
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out.with_name(self.out.name + ".ckpt")
+
+    @property
+    def log_path(self) -> Path:
+        return self.out.with_name(self.out.name + ".log.jsonl")
+
+
+@dataclass
+class TrainState:
+    """Counters that survive a resume; ``prior_*`` come from an ``--init`` model's card."""
+
+    step: int = 0
+    seconds: float = 0.0
+    prior_steps: int = 0
+    prior_seconds: float = 0.0
+    history: list[str] = field(default_factory=list)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; an explicit ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AezipError("--device cuda requested but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise AezipError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _save_checkpoint(path: Path, net: Autoencoder, opt: torch.optim.Optimizer, state: TrainState) -> None:
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    for idx, slot in opt.state_dict()["state"].items():
+        for key, value in slot.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().reshape(value.shape).contiguous()
+    meta = {"config": net.config.to_json(), "state": json.dumps(asdict(state))}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, opt_params: list[torch.nn.Parameter]) -> tuple[Autoencoder, dict, TrainState]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    tensors = load_file(str(path))
+    net = Autoencoder(ModelConfig.from_json(meta["config"]))
+    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    optim_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            optim_state.setdefault(int(idx), {})[name] = value
+    state = TrainState(**json.loads(meta["state"]))
+    return net, optim_state, state
+
+
+def _build(options: TrainOptions, device: torch.device) -> tuple[Autoencoder, torch.optim.Adam, TrainState]:
+    """Fresh, resumed (``--resume``: checkpoint) or initialised (``--init``: model file) network."""
+    state = TrainState()
+    optim_state: dict = {}
+    if options.resume and options.checkpoint_path.exists():
+        net, optim_state, state = _load_checkpoint(options.checkpoint_path, [])
+    elif options.init is not None:
+        loaded = load_model(options.init)
+        net = loaded.net
+        card = loaded.metadata
+        state.prior_steps = int(card.get("cumulative_steps", card.get("steps", 0)))
+        state.prior_seconds = float(card.get("cumulative_seconds", card.get("seconds", 0.0)))
+        state.history = json.loads(card.get("history", "[]"))
+    elif options.resume:
+        raise AezipError(f"--resume: no checkpoint at {options.checkpoint_path}")
+    else:
+        config = ModelConfig(
+            levels=options.levels, channels=options.channels, bottleneck=options.bottleneck, lambdas=options.lambdas
+        )
+        net = Autoencoder(config)
+    net = net.to(device).to(memory_format=torch.channels_last)
+    net.train()
+    # The priors start broad and must narrow by an order of magnitude within a short run: at the
+    # main learning rate they lag far behind the transforms, so they learn 10× faster.
+    prior_params = list(net.priors.parameters())
+    prior_ids = {id(p) for p in prior_params}
+    main_params = [p for p in net.parameters() if id(p) not in prior_ids]
+    opt = torch.optim.Adam(
+        [{"params": main_params, "lr_scale": 1.0}, {"params": prior_params, "lr_scale": PRIOR_LR_SCALE}],
+        lr=options.lr,
+    )
+    if optim_state:
+        full = opt.state_dict()
+        full["state"] = {i: {k: v.to(device) for k, v in s.items()} for i, s in optim_state.items()}
+        opt.load_state_dict(full)
+    return net, opt, state
+
+
+def train(options: TrainOptions) -> Path:
+    """Run (or resume) training, then export the model file and its card; returns the model path."""
+    from aezip.train.export import export_model
+
+    device = pick_device(options.device)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    torch.manual_seed(options.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    sampler = CropSampler(options.data, options.crop, seed=options.seed + 1)
+    net, opt, state = _build(options, device)
+    qualities = net.config.qualities
+    lambdas = net.config.lambdas
+    gen = torch.Generator().manual_seed(options.seed + 2 + state.step)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    log = options.log_path.open("a", encoding="utf-8")
+    bar = _progress(options, state.step)
+    start = time.monotonic() - state.seconds
+    last_ckpt = time.monotonic()
+    use_amp = device.type == "cuda"
+    try:
+        while state.step < options.steps:
+            elapsed = time.monotonic() - start
+            frac = state.step / options.steps
+            if options.minutes:
+                if elapsed >= options.minutes * 60:
+                    break
+                frac = max(frac, elapsed / (options.minutes * 60))
+            lr = options.lr * (0.1 if frac >= options.lr_drop_at else 1.0)
+            for group in opt.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            q = int(torch.randint(qualities, (1,), generator=gen))
+            x = sampler.batch(options.batch).to(device, non_blocking=True)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = net(x, q)
+            loss = rd_loss(out.x_hat, x, out.bpp, lambdas[q], options.loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), options.clip)
+            opt.step()
+            state.step += 1
+            if state.step % options.log_every == 0 or state.step == options.steps:
+                mse = distortion(out.x_hat.detach(), x, "mse").item()
+                record = {
+                    "step": state.step,
+                    "seconds": round(time.monotonic() - start, 1),
+                    "quality": q + 1,
+                    "loss": round(loss.item(), 4),
+                    "psnr": round(psnr_from_mse(mse), 3),
+                    "bpp": round(out.bpp.item(), 4),
+                    "lr": lr,
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                if bar is not None:
+                    bar.set_postfix(
+                        q=q + 1, loss=f"{record['loss']:.3f}", psnr=f"{record['psnr']:.2f}", bpp=f"{record['bpp']:.3f}"
+                    )
+            if bar is not None:
+                bar.update(1)
+            if time.monotonic() - last_ckpt > options.checkpoint_minutes * 60:
+                state.seconds = time.monotonic() - start
+                _save_checkpoint(options.checkpoint_path, net, opt, state)
+                last_ckpt = time.monotonic()
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+    state.seconds = time.monotonic() - start
+    _save_checkpoint(options.checkpoint_path, net, opt, state)
+    return export_model(net.cpu().float().eval(), options, state, sampler, device)
+
+
+def _progress(options: TrainOptions, initial: int):  # noqa: ANN202 - tqdm is optional at type level
+    if not options.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=options.steps, initial=initial, unit="step", dynamic_ncols=True, disable=None)
