@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -58,6 +59,19 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+def _command_line(prefix: str, ctx: click.Context) -> str:
+    """The invocation as a command line, rebuilt from the parsed parameters (for model cards)."""
+    parts = [prefix]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        source = ctx.get_parameter_source(param.name or "")
+        if value is None or value is False or source == click.core.ParameterSource.DEFAULT:
+            continue
+        flag = max(param.opts, key=len) if isinstance(param, click.Option) else ""
+        parts.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -259,6 +273,7 @@ def train_cmd(**kw: Any) -> None:
     """Train a variable-rate model on a folder of images."""
     from aezip.train.trainer import TrainOptions, train
 
+    kw["command"] = _command_line("aezip train", click.get_current_context())
     lambdas = kw.pop("lambdas")
     if lambdas:
         try:

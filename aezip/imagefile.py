@@ -4,12 +4,13 @@ Policy (also in README):
 
 * Coded by the model: 8-bit RGB, grayscale (L) and both with alpha (RGBA, LA; also ``RGBa``
   and ``La``), single frame, in a format Pillow can write back (PNG, JPEG, WebP, TIFF, BMP,
-  PPM/PGM), at most :data:`MAX_CODED_PIXELS` pixels. Grayscale is coded as RGB with equal
-  channels and restored as the rounded mean of the three decoded channels. Alpha is stored
-  losslessly beside the latents. EXIF orientation is applied before coding (the orientation
-  tag is then reset to 1 in the kept EXIF); the ICC profile and EXIF are kept.
+  PPM/PGM), at most :data:`MAX_CODED_PIXELS` pixels and at least :data:`MIN_CODED_SIDE` on each
+  side. Grayscale is coded as RGB with equal channels and restored as the rounded mean of the
+  three decoded channels. Alpha is stored losslessly beside the latents. EXIF orientation is
+  applied before coding (the orientation tag is then reset to 1 in the kept EXIF); the ICC
+  profile and EXIF are kept.
 * Stored losslessly (original bytes, byte-identical on unpack): everything else: palette and
-  1-bit images, 16-bit and float images, CMYK/YCbCr/LAB, animations, and very large images.
+  1-bit images, 16-bit and float images, CMYK/YCbCr/LAB, animations, very large and very thin images.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".
 #: Pillow formats the model-coded path can write back in the original format.
 WRITABLE_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF", "BMP", "PPM"})
 MAX_CODED_PIXELS = 64_000_000
+#: Thinner images give the model no context and cost next to nothing stored exactly.
+MIN_CODED_SIDE = 8
 CODED_MODES = {"RGB": ("RGB", False), "L": ("L", False), "RGBA": ("RGB", True), "LA": ("L", True)}
 _ORIENTATION = 0x0112
 
@@ -71,6 +74,8 @@ def lossless_reason(im: Image.Image) -> str | None:
         return f"mode {im.mode} is kept exactly"
     if im.width * im.height > MAX_CODED_PIXELS:
         return "image too large for the model"
+    if min(im.width, im.height) < MIN_CODED_SIDE:
+        return f"narrower than {MIN_CODED_SIDE} pixels"
     return None
 
 

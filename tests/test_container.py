@@ -311,11 +311,6 @@ def test_output_is_deterministic(tmp_path: Path) -> None:
     assert (tmp_path / "one.aez").read_bytes() == (tmp_path / "two.aez").read_bytes()
 
 
-def test_spec_mentions_image_stream_placeholder() -> None:
-    text = FORMAT_MD.read_text(encoding="utf-8").rstrip()
-    assert text.endswith("## Image stream\n\n(specified by the codec; see below)")
-
-
 # --- hostile input -------------------------------------------------------------------------------------------
 
 

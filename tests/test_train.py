@@ -1,0 +1,100 @@
+"""Training pipeline on a tiny configuration: the loss falls, resume works, the model is usable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from aezip.cli import main
+from aezip.train.trainer import TrainOptions, train
+from tests.conftest import photo_like
+
+TINY = ["--channels", "8", "--bottleneck", "8", "--levels", "2", "--crop", "32", "--batch", "2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("data")
+    for split, count in (("train", 6), ("val", 1)):
+        (root / split).mkdir()
+        for i in range(count):
+            Image.fromarray(photo_like(48, 64, seed=i + 10 * (split == "val"))).save(root / split / f"{i}.png")
+    return root / "train", root / "val"
+
+
+@pytest.fixture(scope="module")
+def trained(folders: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    args = ["train", "--data", str(folders[0]), "--val", str(folders[1]), "--out", str(out), "--steps", "30", *TINY]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _losses(log: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+
+
+def test_loss_falls(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    options = TrainOptions(
+        data=folders[0], out=tmp_path / "m.safetensors", steps=150, channels=8, bottleneck=8, levels=2, crop=32,
+        batch=4, lambdas=(0.01,), log_every=10, device="cpu", progress=False, lr=1e-3,
+    )
+    train(options)
+    losses = _losses(options.log_path)
+    assert len(losses) == 15
+    assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
+
+
+def test_card_records_the_run(trained: Path) -> None:
+    card = json.loads(trained.with_name(trained.name + ".json").read_text())
+    assert card["steps"] == 30 and card["cumulative_steps"] == 30
+    assert card["architecture"]["channels"] == 8 and len(card["lambdas"]) == 8
+    assert card["device"].startswith("cpu") and card["command"].startswith("aezip train")
+    assert [row["quality"] for row in card["validation"]] == list(range(1, 9))
+    assert all(row["bpp_ans"] > 0 and row["psnr"] > 0 for row in card["validation"])
+    assert {row["source"] for row in card["entropy_tables"]} <= {"prior", "histogram"}
+    from aezip.model.weights import load_model
+
+    assert card["sha256"] == load_model(trained).sha256
+
+
+def test_trained_model_round_trips_through_pack(trained: Path, folders: tuple[Path, Path], tmp_path: Path) -> None:
+    runner = CliRunner()
+    arc = tmp_path / "v.aez"
+    assert runner.invoke(main, ["pack", str(folders[1]), str(arc), "--model", str(trained)]).exit_code == 0
+    missing = runner.invoke(main, ["unpack", str(arc), str(tmp_path / "no")])
+    assert missing.exit_code == 1 and "--model" in missing.output
+    result = runner.invoke(main, ["unpack", str(arc), str(tmp_path / "out"), "--model", str(trained)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out" / "0.png").size == (64, 48)
+
+
+def test_resume_continues_the_same_run(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "r.safetensors"
+    base = ["train", "--data", str(folders[0]), "--out", str(out), *TINY]
+    runner = CliRunner()
+    assert runner.invoke(main, [*base, "--steps", "10"]).exit_code == 0
+    assert runner.invoke(main, [*base, "--steps", "16", "--resume"]).exit_code == 0
+    card = json.loads(out.with_name(out.name + ".json").read_text())
+    assert card["steps"] == 16
+    steps = [json.loads(line)["step"] for line in out.with_name(out.name + ".log.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 16
+
+
+def test_init_carries_cumulative_steps(trained: Path, folders: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "ft.safetensors"
+    args = ["train", "--data", str(folders[0]), "--out", str(out), "--init", str(trained), "--steps", "5", *TINY]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    card = json.loads(out.with_name(out.name + ".json").read_text())
+    assert card["steps"] == 5 and card["cumulative_steps"] == 35 and len(card["history"]) == 2
+
+
+def test_resume_without_checkpoint_is_an_error(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    args = ["train", "--data", str(folders[0]), "--out", str(tmp_path / "x.safetensors"), "--resume", *TINY]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "no checkpoint" in result.output
