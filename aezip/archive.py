@@ -117,6 +117,7 @@ class Archive:
         self._device = device
         self._models = list(models or [])
         self._codec: Codec | None = None
+        self._codec_pid = 0
 
     def __enter__(self) -> Archive:
         return self
@@ -163,9 +164,11 @@ class Archive:
 
     @property
     def codec(self) -> Codec:
-        """The decoder, created on first use (loads the default model and any extra ones)."""
-        if self._codec is None:
+        """The decoder, created on first use in each process (a forked worker never reuses a
+        parent's CUDA decoder); loads the default model and any extra ones."""
+        if self._codec is None or self._codec_pid != os.getpid():
             self._codec = Codec(device=self._device, models=self._models)
+            self._codec_pid = os.getpid()
         return self._codec
 
     def check_checksums(self) -> None:
@@ -176,12 +179,12 @@ class Archive:
         """Stored bytes of a member, checksum verified."""
         return self._reader.read_payload(name)
 
-    def decode(self, names: list[str]) -> list[Decoded]:
-        """Decoded pixels of IMAGE members, batched by latent shape."""
+    def decode(self, names: list[str], max_batch_pixels: int = 4_000_000) -> list[Decoded]:
+        """Decoded pixels of IMAGE members, batched by latent shape (see ``Codec.decode_many``)."""
         for n in names:
             if not self.is_image(n):
                 raise AezipError(f"{n} is not a coded image")
-        return self.codec.decode_many([self.payload(n) for n in names])
+        return self.codec.decode_many([self.payload(n) for n in names], max_batch_pixels=max_batch_pixels)
 
     def image(self, name: str) -> Image.Image:
         """A member as a PIL image: the reconstruction, or the original for losslessly stored images."""
