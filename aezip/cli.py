@@ -104,10 +104,10 @@ device_option = click.option(
 )
 @click.option(
     "--entropy",
-    type=click.Choice(["ans", "zstd"]),
-    default="ans",
+    type=click.Choice(["auto", "ans", "zstd"]),
+    default="auto",
     show_default=True,
-    help="Latent coder: learned tables with ANS, or plain zstd.",
+    help="Latent coder: learned tables with ANS, plain zstd, or auto (the shorter of the two, per image).",
 )
 @model_option
 @device_option

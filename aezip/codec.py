@@ -23,6 +23,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from aezip.entropy import METHODS, NAMES, decode_latents, encode_latents
+from aezip.entropy.tables import CdfTables
 from aezip.entropy.zstd_packer import decompress_exact
 from aezip.errors import AezipError, CorruptArchiveError, FormatError, UnsupportedImageError
 from aezip.imagefile import CODED_MODES, Prepared, prepare, to_pil
@@ -32,7 +33,9 @@ from aezip.model.weights import LoadedModel
 STREAM_MAGIC = b"\x89AEI"
 STREAM_VERSION = 1
 DEFAULT_QUALITY = 6
-DEFAULT_ENTROPY = "ans"
+#: ``auto`` codes the latents both ways and keeps the shorter stream (same pixels either way).
+ENTROPY_CHOICES = ("auto", "ans", "zstd")
+DEFAULT_ENTROPY = "auto"
 FLAG_GRAY, FLAG_ALPHA, FLAG_ICC = 1, 2, 4
 _KNOWN_FLAGS = FLAG_GRAY | FLAG_ALPHA | FLAG_ICC
 _HEADER = struct.Struct("<4sBBBB16sIIHHHI")
@@ -108,7 +111,8 @@ class Codec:
     """Encode images to bytes and back with a learned model.
 
     ``quality`` runs 1..8 (8 = best); ``model`` is a model file or a loaded model (default: the
-    one shipped with aezip); ``entropy`` is ``"ans"`` (learned tables) or ``"zstd"``. Decoding
+    one shipped with aezip); ``entropy`` is ``"ans"`` (learned tables), ``"zstd"``, or ``"auto"``
+    (both, keeping the shorter: the decoded pixels are identical either way). Decoding
     uses whichever model the stream names, as long as it is the default or in ``models``.
 
     :meth:`encode` accepts a PIL image, a uint8 numpy array (H, W), (H, W, 3) or (H, W, 4), or a
@@ -128,8 +132,8 @@ class Codec:
         self.model = self.store.default() if model is None else self.store.add(model)
         if not 1 <= quality <= self.model.config.qualities:
             raise AezipError(f"quality must be 1..{self.model.config.qualities}, got {quality}")
-        if entropy not in METHODS:
-            raise AezipError(f"entropy must be one of {', '.join(METHODS)}, got {entropy!r}")
+        if entropy not in ENTROPY_CHOICES:
+            raise AezipError(f"entropy must be one of {', '.join(ENTROPY_CHOICES)}, got {entropy!r}")
         self.quality = quality
         self.entropy = entropy
         self.device = pick_device(device)
@@ -154,7 +158,7 @@ class Codec:
         with torch.inference_mode():
             y = net.analyze(pad_to_multiple(x, model.config.stride), q)
             latents = torch.round(y)[0].to(torch.int32).cpu().numpy()
-        body = encode_latents(self.entropy, latents, model.tables[q])
+        method, body = self._entropy_code(latents, model.tables[q])
         flags = (FLAG_GRAY if prep.gray else 0) | (FLAG_ALPHA if prep.alpha is not None else 0)
         flags |= FLAG_ICC if prep.icc else 0
         c, lh, lw = latents.shape
@@ -162,7 +166,7 @@ class Codec:
             _HEADER.pack(
                 STREAM_MAGIC,
                 STREAM_VERSION,
-                METHODS[self.entropy],
+                METHODS[method],
                 self.quality,
                 flags,
                 model.model_id,
@@ -181,6 +185,13 @@ class Codec:
         if prep.icc:
             parts += [struct.pack("<I", len(prep.icc)), prep.icc]
         return b"".join(parts)
+
+    def _entropy_code(self, latents: np.ndarray, tables: CdfTables) -> tuple[str, bytes]:
+        """Code latents with the chosen method; ``auto`` keeps the shorter of ANS and zstd."""
+        if self.entropy != "auto":
+            return self.entropy, encode_latents(self.entropy, latents, tables)
+        candidates = [(m, encode_latents(m, latents, tables)) for m in METHODS]
+        return min(candidates, key=lambda c: (len(c[1]), METHODS[c[0]]))
 
     def decode(self, data: bytes) -> Image.Image:
         """Decompress an image stream to a PIL image."""
