@@ -108,16 +108,23 @@ def output_name(info: MemberInfo, fmt: str) -> str:
 class Archive:
     """Random access to the members of an ``.aez`` archive by name, in archive order.
 
-    ``models`` lists extra model files for images not encoded with the default model.
-    A reader is safe to hand to DataLoader workers (each opens its own file handle).
+    ``models`` lists extra model files for images not encoded with the default model; ``codec``
+    reuses an existing decoder (its models) instead of loading one. A reader is safe to hand to
+    DataLoader workers (each opens its own file handle and decoder).
     """
 
-    def __init__(self, path: str | os.PathLike[str], device: str = "auto", models: list[str | Path] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        device: str = "auto",
+        models: list[str | Path] | None = None,
+        codec: Codec | None = None,
+    ) -> None:
         self._reader = ArchiveReader(path)
         self._device = device
         self._models = list(models or [])
-        self._codec: Codec | None = None
-        self._codec_pid = 0
+        self._codec = codec
+        self._codec_pid = os.getpid() if codec is not None else 0
 
     def __enter__(self) -> Archive:
         return self

@@ -53,6 +53,13 @@ def _progress(total: int, label: str) -> Iterator[Callable[[str], None] | None]:
         bar.close()
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
@@ -87,6 +94,9 @@ model_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Model file (default: the model shipped with aezip). For unpacking, may be repeated.",
 )
+threads_option = click.option(
+    "--threads", type=click.IntRange(1), help="CPU threads for the network (default: torch's choice)."
+)
 device_option = click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
@@ -111,9 +121,13 @@ device_option = click.option(
 )
 @model_option
 @device_option
+@threads_option
 @_fail_cleanly
-def pack_cmd(src: Path, out: Path, quality: int, entropy: str, models: tuple[Path, ...], device: str) -> None:
+def pack_cmd(
+    src: Path, out: Path, quality: int, entropy: str, models: tuple[Path, ...], device: str, threads: int | None
+) -> None:
     """Pack the folder (or file) SRC into the archive OUT."""
+    _set_threads(threads)
     from aezip.codec import Codec
     from aezip.pack import collect, pack
 
@@ -143,9 +157,11 @@ def pack_cmd(src: Path, out: Path, quality: int, entropy: str, models: tuple[Pat
 )
 @model_option
 @device_option
+@threads_option
 @_fail_cleanly
-def unpack_cmd(archive: Path, dest: Path, fmt: str, models: tuple[Path, ...], device: str) -> None:
+def unpack_cmd(archive: Path, dest: Path, fmt: str, models: tuple[Path, ...], device: str, threads: int | None) -> None:
     """Restore every file of ARCHIVE under DEST."""
+    _set_threads(threads)
     from aezip.archive import Archive
     from aezip.pack import unpack
 
@@ -218,9 +234,11 @@ def info_cmd(archive: Path) -> None:
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @model_option
 @device_option
+@threads_option
 @_fail_cleanly
-def verify_cmd(archive: Path, models: tuple[Path, ...], device: str) -> None:
+def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: int | None) -> None:
     """Check every checksum of ARCHIVE and that every member decodes."""
+    _set_threads(threads)
     from aezip.archive import Archive
     from aezip.pack import verify
 

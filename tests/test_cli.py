@@ -228,8 +228,13 @@ def test_model_mismatch_is_reported(packed: Path, tmp_path: Path, runner: CliRun
 
 @pytest.mark.parametrize(
     "args",
-    [["pack"], ["pack", "nonexistent-dir", "x.aez"], ["pack", ".", "x.aez", "-q", "9"], ["unpack", "--format", "gif"],
-     ["frobnicate"]],
+    [
+        ["pack"],
+        ["pack", "nonexistent-dir", "x.aez"],
+        ["pack", ".", "x.aez", "-q", "9"],
+        ["unpack", "--format", "gif"],
+        ["frobnicate"],
+    ],
 )
 def test_usage_errors_exit_2(args: list[str], runner: CliRunner) -> None:
     assert runner.invoke(main, args).exit_code == 2

@@ -40,8 +40,13 @@ def test_invalid_tables_are_rejected() -> None:
         CdfTables(low=np.zeros(2, np.int32), freq=np.ones((2, 4), np.int32))
 
 
-@given(arrays(np.int32, st.tuples(st.integers(1, 4), st.integers(1, 6), st.integers(1, 6)),
-              elements=st.integers(-(2**31), 2**31 - 1)))
+@given(
+    arrays(
+        np.int32,
+        st.tuples(st.integers(1, 4), st.integers(1, 6), st.integers(1, 6)),
+        elements=st.integers(-(2**31), 2**31 - 1),
+    )
+)
 def test_zstd_round_trip_is_exact(latents: np.ndarray) -> None:
     assert np.array_equal(decode_zstd(encode_zstd(latents), latents.shape), latents)
 

@@ -12,11 +12,23 @@ from aezip.entropy import METHODS
 
 
 def test_exported_names() -> None:
-    assert sorted(aezip.__all__) == sorted([
-        "AezipError", "Archive", "Codec", "CorruptArchiveError", "FormatError", "ImageArchiveDataset", "ModelError",
-        "ModelMismatchError", "UnsafePathError", "UnsupportedImageError", "UnsupportedVersionError", "__version__",
-        "open",
-    ])
+    assert sorted(aezip.__all__) == sorted(
+        [
+            "AezipError",
+            "Archive",
+            "Codec",
+            "CorruptArchiveError",
+            "FormatError",
+            "ImageArchiveDataset",
+            "ModelError",
+            "ModelMismatchError",
+            "UnsafePathError",
+            "UnsupportedImageError",
+            "UnsupportedVersionError",
+            "__version__",
+            "open",
+        ]
+    )
     for name in aezip.__all__:
         assert getattr(aezip, name) is not None
 

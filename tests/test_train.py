@@ -41,8 +41,19 @@ def _losses(log: Path) -> list[float]:
 
 def test_loss_falls(folders: tuple[Path, Path], tmp_path: Path) -> None:
     options = TrainOptions(
-        data=folders[0], out=tmp_path / "m.safetensors", steps=150, channels=8, bottleneck=8, levels=2, crop=32,
-        batch=4, lambdas=(0.01,), log_every=10, device="cpu", progress=False, lr=1e-3,
+        data=folders[0],
+        out=tmp_path / "m.safetensors",
+        steps=150,
+        channels=8,
+        bottleneck=8,
+        levels=2,
+        crop=32,
+        batch=4,
+        lambdas=(0.01,),
+        log_every=10,
+        device="cpu",
+        progress=False,
+        lr=1e-3,
     )
     train(options)
     losses = _losses(options.log_path)

@@ -7,6 +7,7 @@ clear message when it does not have it.
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +20,12 @@ DEFAULT_MODEL_FILE = "default.safetensors"
 def default_model_path() -> Path:
     """Path of the model file shipped inside the package."""
     return Path(str(resources.files("aezip.model") / "weights" / DEFAULT_MODEL_FILE))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_default(path: str, size: int, mtime_ns: int) -> LoadedModel:
+    """Cached by size and mtime, so a replaced file is read again."""
+    return load_model(path)
 
 
 class ModelStore:
@@ -38,8 +45,10 @@ class ModelStore:
         return self._by_id[loaded.model_id]
 
     def default(self) -> LoadedModel:
-        """The shipped default model."""
-        loaded = load_model(default_model_path())
+        """The shipped default model (read and hash-checked once per process)."""
+        path = default_model_path()
+        stat = path.stat()
+        loaded = _load_default(str(path), stat.st_size, stat.st_mtime_ns)
         self._default_loaded = True
         return self.add(loaded)
 

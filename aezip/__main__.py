@@ -1,0 +1,5 @@
+"""``python -m aezip`` runs the command line."""
+
+from aezip.cli import main
+
+main()
