@@ -45,30 +45,12 @@ def aezip_roundtrip(folder: Path, workdir: Path, quality: int, entropy: str, dev
     """Time ``aezip pack`` of the folder and ``aezip unpack`` of the archive (original formats)."""
     archive = workdir / "dataset.aez"
     dest = workdir / "aezip-unpacked"
-    images = len(image_files(folder))
-    files, bytes_in = _tree_bytes(folder)
     opts = ["-q", str(quality), "--entropy", entropy, "--device", device]
     pack_s = _run([*AEZIP_CLI, "pack", str(folder), str(archive), *opts], threads)
     unpack_s = _run([*AEZIP_CLI, "unpack", str(archive), str(dest), "--device", device], threads)
-    _, restored = _tree_bytes(dest)
-    stored = archive.stat().st_size
-    shutil.rmtree(dest)
-    archive.unlink()
-    return {
-        "tool": "aezip",
-        "command": f"OMP_NUM_THREADS={threads} aezip pack DIR OUT.aez {' '.join(opts)};"
-        f" aezip unpack OUT.aez DEST --device {device}",
-        "files": files,
-        "images": images,
-        "bytes_in": bytes_in,
-        "bytes_stored": stored,
-        "bytes_restored": restored,
-        "ratio": bytes_in / stored,
-        "pack_s": pack_s,
-        "unpack_s": unpack_s,
-        "pack_images_s": images / pack_s,
-        "unpack_images_s": images / unpack_s,
-    }
+    command = f"OMP_NUM_THREADS={threads} aezip pack DIR OUT.aez {' '.join(opts)}; "
+    command += f"aezip unpack OUT.aez DEST --device {device}"
+    return _result("aezip", command, folder, archive, dest, pack_s, unpack_s)
 
 
 def _tar_zstd_cli(folder: Path, archive: Path, dest: Path) -> tuple[float, float]:
@@ -109,21 +91,26 @@ def tar_zstd_roundtrip(folder: Path, workdir: Path) -> dict:
     """Time tar + zstd -19 of the original files and the way back."""
     archive = workdir / "dataset.tar.zst"
     dest = workdir / "tar-unpacked"
-    images = len(image_files(folder))
-    files, bytes_in = _tree_bytes(folder)
     if shutil.which("tar") and shutil.which("zstd"):
         method = f"tar -cf - DIR | zstd -{ZSTD_LEVEL} -T1; zstd -d | tar -xf -"
         pack_s, unpack_s = _tar_zstd_cli(folder, archive, dest)
     else:
         method = f"python tarfile + zstandard level {ZSTD_LEVEL}"
         pack_s, unpack_s = _tar_zstd_python(folder, archive, dest)
+    return _result("tar+zstd", method, folder, archive, dest, pack_s, unpack_s)
+
+
+def _result(tool: str, command: str, folder: Path, archive: Path, dest: Path, pack_s: float, unpack_s: float) -> dict:
+    """Sizes and rates of one round trip; removes its archive and restored tree."""
+    images = len(image_files(folder))
+    files, bytes_in = _tree_bytes(folder)
     _, restored = _tree_bytes(dest)
     stored = archive.stat().st_size
     shutil.rmtree(dest)
     archive.unlink()
     return {
-        "tool": "tar+zstd",
-        "command": method,
+        "tool": tool,
+        "command": command,
         "files": files,
         "images": images,
         "bytes_in": bytes_in,

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from aezip.codec import pick_device
 from aezip.errors import AezipError
 from aezip.model.autoencoder import Autoencoder
 from aezip.model.config import DEFAULT_LAMBDAS, ModelConfig
@@ -79,17 +80,6 @@ class TrainState:
     prior_steps: int = 0
     prior_seconds: float = 0.0
     history: list[str] = field(default_factory=list)
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; an explicit ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AezipError("--device cuda requested but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise AezipError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
 
 
 def _save_checkpoint(path: Path, net: Autoencoder, opt: torch.optim.Optimizer, state: TrainState) -> None:
