@@ -26,7 +26,7 @@ from aezip.entropy import METHODS, NAMES, decode_latents, encode_latents
 from aezip.entropy.tables import CdfTables
 from aezip.entropy.zstd_packer import decompress_exact
 from aezip.errors import AezipError, CorruptArchiveError, FormatError, UnsupportedImageError
-from aezip.imagefile import CODED_MODES, Prepared, prepare, to_pil
+from aezip.imagefile import CODED_MODES, MAX_CODED_PIXELS, Prepared, prepare, to_pil
 from aezip.model.registry import ModelStore
 from aezip.model.weights import LoadedModel
 
@@ -101,6 +101,8 @@ def parse_header(data: bytes) -> tuple[StreamHeader, int]:
         raise CorruptArchiveError(f"unknown entropy method id {entropy}")
     if w == 0 or h == 0 or c == 0:
         raise CorruptArchiveError("image stream has an empty shape")
+    if w * h > MAX_CODED_PIXELS:
+        raise CorruptArchiveError(f"image stream declares {w}x{h} pixels, more than aezip ever codes")
     header = StreamHeader(entropy, quality, flags, model_id, w, h, (c, lh, lw))
     if _HEADER.size + n > len(data):
         raise CorruptArchiveError("image stream truncated")

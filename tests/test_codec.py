@@ -172,3 +172,12 @@ def test_stream_header_matches_the_spec() -> None:
     assert (w, h, c, lh, lw) == (37, 20, codec.model.config.bottleneck, -(-20 // stride), -(-37 // stride))
     (alpha_len,) = struct.unpack_from("<I", data, 42 + n)
     assert 42 + n + 4 + alpha_len == len(data)
+
+
+def test_huge_declared_image_is_refused_before_decoding(codec: Codec) -> None:
+    import struct
+
+    data = bytearray(codec.encode(photo_like(20, 20)))
+    struct.pack_into("<IIHHHI", data, 24, 60_000, 60_000, 96, 3750, 3750, 0)
+    with pytest.raises(CorruptArchiveError, match="more than aezip ever codes"):
+        codec.decode(bytes(data))
