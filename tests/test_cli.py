@@ -17,7 +17,8 @@ from aezip.container import ArchiveWriter, MemberKind, spec
 from tests.conftest import photo_like, psnr
 
 LOSSLESS = ("dogs/pal.png", "dogs/depth16.png", "dogs/deep/tiny.webp")  # palette, 16-bit, 1 px tall
-PSNR_FLOOR = 18.0  # dB at the default quality on synthetic photos: catches broken decoding
+PSNR_FLOOR = 30.0  # dB at the default quality on synthetic photos (shipped model: ~37)
+PHOTO_PSNR_FLOOR = 26.0  # dB on the sample photos at the default quality (shipped model: 28.0-31.2)
 
 
 def _save(path: Path, im: Image.Image, fmt: str, **kw: object) -> None:
@@ -260,5 +261,5 @@ def test_quick_start_on_the_shipped_sample_photos(tmp_path: Path, runner: CliRun
     for name in ("monarch.png", "peppers.jpg", "boats/sail.webp"):
         a, b = Image.open(photos / name), Image.open(dest / name)
         assert (a.size, a.format) == (b.size, b.format)
-        assert psnr(np.asarray(a), np.asarray(b)) > PSNR_FLOOR
+        assert psnr(np.asarray(a), np.asarray(b)) > PHOTO_PSNR_FLOOR
     assert arc.stat().st_size < sum(p.stat().st_size for p in photos.rglob("*") if p.is_file()) / 3

@@ -15,7 +15,7 @@ from aezip import Codec, CorruptArchiveError, FormatError, ModelMismatchError, U
 from aezip.codec import parse_header
 from tests.conftest import photo_like, psnr
 
-PSNR_FLOOR = 20.0  # dB at quality 8 on a smooth synthetic photo: catches a broken pipeline
+PSNR_FLOOR = 32.0  # dB at quality 8 on a smooth synthetic photo (shipped model: ~39.6)
 
 
 @pytest.fixture(scope="module")
