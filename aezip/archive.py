@@ -178,10 +178,6 @@ class Archive:
             self._codec_pid = os.getpid()
         return self._codec
 
-    def check_checksums(self) -> None:
-        """Verify the stored checksum of every member (without decoding)."""
-        self._reader.verify()
-
     def payload(self, name: str) -> bytes:
         """Stored bytes of a member, checksum verified."""
         return self._reader.read_payload(name)

@@ -135,8 +135,9 @@ def pack_cmd(
         raise click.BadParameter("give one --model for packing", param_hint="--model")
     codec = Codec(quality=quality, device=device, model=models[0] if models else None, entropy=entropy)
     start = time.perf_counter()
-    with _progress(len(collect(src, exclude=out)), "pack") as progress:
-        summary = pack(src, out, codec, progress)
+    files = collect(src, exclude=out)
+    with _progress(len(files), "pack") as progress:
+        summary = pack(src, out, codec, progress, files=files)
     seconds = time.perf_counter() - start
     click.echo(
         f"packed {summary.files} files ({summary.images} coded images): {_human(summary.bytes_in)} → "
@@ -243,7 +244,6 @@ def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: in
     from aezip.pack import verify
 
     with Archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "verify") as progress:
-        arc.check_checksums()
         summary = verify(arc, progress)
     click.echo(f"ok: {summary.files} members ({summary.images} images) verified")
 

@@ -62,6 +62,7 @@ class StreamHeader:
     width: int
     height: int
     latent_shape: tuple[int, int, int]
+    latent_bytes: int
 
 
 @dataclass
@@ -103,7 +104,7 @@ def parse_header(data: bytes) -> tuple[StreamHeader, int]:
         raise CorruptArchiveError("image stream has an empty shape")
     if w * h > MAX_CODED_PIXELS:
         raise CorruptArchiveError(f"image stream declares {w}x{h} pixels, more than aezip ever codes")
-    header = StreamHeader(entropy, quality, flags, model_id, w, h, (c, lh, lw))
+    header = StreamHeader(entropy, quality, flags, model_id, w, h, (c, lh, lw), n)
     if _HEADER.size + n > len(data):
         raise CorruptArchiveError("image stream truncated")
     return header, _HEADER.size
@@ -237,9 +238,9 @@ class Codec:
         expected = (cfg.bottleneck, -(-header.height // cfg.stride), -(-header.width // cfg.stride))
         if header.latent_shape != expected or not 1 <= header.quality <= cfg.qualities:
             raise CorruptArchiveError("image stream header does not match its model")
-        (n,) = struct.unpack_from("<I", data, pos - 4)
-        latents = decode_latents(header.entropy, data[pos : pos + n], expected, model.tables[header.quality - 1])
-        pos += n
+        end = pos + header.latent_bytes
+        latents = decode_latents(header.entropy, data[pos:end], expected, model.tables[header.quality - 1])
+        pos = end
         alpha = icc = None
         if header.flags & FLAG_ALPHA:
             raw, pos = _section(data, pos)

@@ -64,9 +64,19 @@ def collect(src: Path, exclude: Path | None = None) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def pack(src: Path, out: Path, codec: Codec, progress: Progress | None = None) -> Summary:
-    """Pack a folder (or one file) into ``out``; all or nothing."""
-    files = collect(src, exclude=out)
+def pack(
+    src: Path,
+    out: Path,
+    codec: Codec,
+    progress: Progress | None = None,
+    files: list[tuple[str, Path]] | None = None,
+) -> Summary:
+    """Pack a folder (or one file) into ``out``; all or nothing.
+
+    ``files`` is :func:`collect`'s result when the caller already has it (e.g. to size a
+    progress bar), so the tree is walked once.
+    """
+    files = collect(src, exclude=out) if files is None else files
     if not files:
         raise AezipError(f"nothing to pack in {src}")
     summary = Summary()
@@ -166,7 +176,9 @@ def _commit(staging: Path, dest: Path) -> None:
 
 
 def verify(archive: Archive, progress: Progress | None = None) -> Summary:
-    """Check every checksum and that every member decodes; raises on the first failure."""
+    """Check every checksum and that every member decodes; raises on the first failure.
+
+    Each payload's crc32 is checked as it is read (``ArchiveReader.read_payload``)."""
     summary = Summary()
     for info, content in _decoded_files(archive, "original"):
         size = len(content) if isinstance(content, bytes) else sum(len(c) for c in content)

@@ -94,7 +94,7 @@ def _save_checkpoint(path: Path, net: Autoencoder, opt: torch.optim.Optimizer, s
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, opt_params: list[torch.nn.Parameter]) -> tuple[Autoencoder, dict, TrainState]:
+def _load_checkpoint(path: Path) -> tuple[Autoencoder, dict, TrainState]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -116,7 +116,7 @@ def _build(options: TrainOptions, device: torch.device) -> tuple[Autoencoder, to
     state = TrainState()
     optim_state: dict = {}
     if options.resume and options.checkpoint_path.exists():
-        net, optim_state, state = _load_checkpoint(options.checkpoint_path, [])
+        net, optim_state, state = _load_checkpoint(options.checkpoint_path)
     elif options.init is not None:
         loaded = load_model(options.init)
         net = loaded.net
