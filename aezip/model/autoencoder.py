@@ -28,12 +28,15 @@ from torch import nn
 
 from aezip.model.config import ModelConfig
 from aezip.model.layers import GDN, down, up
-from aezip.model.prior import FactorizedPrior
+from aezip.model.prior import FactorizedPrior, stacked_likelihood
+
+#: A quality index for the whole batch, or a (B,) long tensor of indices, one per image.
+Quality = int | torch.Tensor
 
 
 @dataclass
 class ForwardResult:
-    """What a training step needs: the reconstruction and the estimated bits per pixel."""
+    """What a training step needs: the reconstruction and the estimated bits per pixel per image."""
 
     x_hat: torch.Tensor
     bpp: torch.Tensor
@@ -58,36 +61,78 @@ class Autoencoder(nn.Module):
                 synthesis.append(GDN(n, inverse=True))
         self.analysis = nn.Sequential(*analysis)
         self.synthesis = nn.Sequential(*synthesis)
-        q = config.qualities
-        # Higher quality → larger gain → finer effective quantization step. Start from a
-        # geometric ramp so the qualities are ordered from the first step.
-        ramp = torch.tensor([math.log(2.0) * (i - (q - 1)) * 0.5 for i in range(q)])
-        self.log_gain = nn.Parameter(ramp.view(q, 1).repeat(1, m).clone())
-        self.log_inv_gain = nn.Parameter(-ramp.view(q, 1).repeat(1, m).clone())
-        self.priors = nn.ModuleList(FactorizedPrior(m, config.filters) for _ in range(q))
+        self.log_gain = nn.Parameter(gain_ramp(config.lambdas).view(-1, 1).repeat(1, m))
+        self.log_inv_gain = nn.Parameter(-gain_ramp(config.lambdas).view(-1, 1).repeat(1, m))
+        self.priors = nn.ModuleList(FactorizedPrior(m, config.filters) for _ in range(config.qualities))
 
-    def gain(self, quality_index: int) -> torch.Tensor:
-        """Per-channel gain applied to ``y`` before rounding, shape (1, M, 1, 1)."""
-        return self.log_gain[quality_index].exp().view(1, -1, 1, 1)
+    def gain(self, quality: Quality) -> torch.Tensor:
+        """Per-channel gain applied to ``y`` before rounding, shape (1 or B, M, 1, 1)."""
+        return self.log_gain[_on(quality, self.log_gain)].exp().view(-1, self.config.bottleneck, 1, 1)
 
-    def inv_gain(self, quality_index: int) -> torch.Tensor:
-        """Per-channel gain applied to ``ŷ`` before synthesis, shape (1, M, 1, 1)."""
-        return self.log_inv_gain[quality_index].exp().view(1, -1, 1, 1)
+    def inv_gain(self, quality: Quality) -> torch.Tensor:
+        """Per-channel gain applied to ``ŷ`` before synthesis, shape (1 or B, M, 1, 1)."""
+        return self.log_inv_gain[_on(quality, self.log_gain)].exp().view(-1, self.config.bottleneck, 1, 1)
 
-    def analyze(self, x: torch.Tensor, quality_index: int) -> torch.Tensor:
-        """Image in [0, 1] → scaled, unquantized latents."""
-        return self.analysis(x) * self.gain(quality_index)
+    def analyze(self, x: torch.Tensor, quality: Quality) -> torch.Tensor:
+        """Image in [0, 1] → scaled, unquantized latents (float32).
 
-    def synthesize(self, y_hat: torch.Tensor, quality_index: int) -> torch.Tensor:
-        """Quantized latents → image (not clamped)."""
-        return self.synthesis(y_hat * self.inv_gain(quality_index))
+        The last convolution runs in float32 even under autocast: bfloat16 keeps 8 bits of
+        mantissa, so a latent near 100 would be off by up to 0.25 before rounding.
+        """
+        hidden = self.analysis[:-1](x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.analysis[-1](hidden.float()) * self.gain(quality)
 
-    def forward(self, x: torch.Tensor, quality_index: int) -> ForwardResult:
-        """Training pass: noisy latents for the rate, straight-through rounding for the decoder."""
-        y = self.analyze(x, quality_index)
+    def synthesize(self, y_hat: torch.Tensor, quality: Quality) -> torch.Tensor:
+        """Quantized latents → image (not clamped); the first convolution runs in float32."""
+        with torch.autocast(device_type=y_hat.device.type, enabled=False):
+            hidden = self.synthesis[0](y_hat.float() * self.inv_gain(quality))
+        return self.synthesis[1:](hidden)
+
+    def forward(self, x: torch.Tensor, quality: Quality) -> ForwardResult:
+        """Training pass: noisy latents for the rate, straight-through rounding for the decoder.
+
+        ``quality`` is one quality index for the whole batch, or a (B,) tensor of indices so
+        one step trains several qualities at once. ``bpp`` is per image, shape (B,).
+        """
+        y = self.analyze(x, quality)
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         y_round = y + (torch.round(y) - y).detach()
-        likelihood = self.priors[quality_index].likelihood(y_noisy)
-        pixels = x.shape[0] * x.shape[2] * x.shape[3]
-        bpp = -torch.log2(likelihood).sum() / pixels
-        return ForwardResult(x_hat=self.synthesize(y_round, quality_index), bpp=bpp)
+        bpp = self._bits(y_noisy, quality) / (x.shape[2] * x.shape[3])
+        return ForwardResult(x_hat=self.synthesize(y_round, quality), bpp=bpp)
+
+    def _bits(self, y: torch.Tensor, quality: Quality) -> torch.Tensor:
+        """Estimated bits of each image's latents under its quality's prior, shape (B,)."""
+        if isinstance(quality, int):
+            return -torch.log2(self.priors[quality].likelihood(y)).sum(dim=(1, 2, 3))
+        q_cpu = quality.cpu()
+        qualities = self.config.qualities
+        k = q_cpu.numel() // qualities
+        if k > 0 and torch.equal(q_cpu, torch.arange(qualities).repeat_interleave(k)):
+            # The trainer's balanced, sorted batches: every prior in one batched pass.
+            return -torch.log2(stacked_likelihood(self.priors, y)).sum(dim=(1, 2, 3))
+        bits = torch.zeros(y.shape[0], device=y.device, dtype=torch.float32)
+        for q in torch.unique(q_cpu).tolist():
+            rows = (q_cpu == q).nonzero().squeeze(1).to(y.device)
+            lik = self.priors[q].likelihood(y.index_select(0, rows))
+            bits = bits.index_add(0, rows, -torch.log2(lik).sum(dim=(1, 2, 3)))
+        return bits
+
+
+def _on(quality: Quality, like: torch.Tensor) -> Quality:
+    """A quality index tensor moved to the device of ``like`` (ints pass through).
+
+    The copy is asynchronous: a training step must not wait for the GPU to drain.
+    """
+    return quality.to(like.device, non_blocking=True) if isinstance(quality, torch.Tensor) else quality
+
+
+def gain_ramp(lambdas: tuple[float, ...]) -> torch.Tensor:
+    """Initial log-gain per quality: ``0.5·ln(λ_q / λ_max)``.
+
+    At high rate the MSE-optimal quantization step scales as ``1/sqrt(λ)``, so a gain of
+    ``sqrt(λ_q / λ_max)`` puts every quality near its operating point from the first step; the
+    top quality starts at gain 1.
+    """
+    top = max(lambdas)
+    return torch.tensor([0.5 * math.log(v / top) for v in lambdas], dtype=torch.float32)

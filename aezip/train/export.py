@@ -34,10 +34,11 @@ def latents_of(net: Autoencoder, images: list[torch.Tensor], quality_index: int)
     from aezip.codec import pad_to_multiple
 
     out = []
+    device = next(net.parameters()).device
     with torch.no_grad():
         for img in images:
-            x = pad_to_multiple(img.float().div(255.0).unsqueeze(0), net.config.stride)
-            out.append(torch.round(net.analyze(x, quality_index))[0].to(torch.int64).numpy())
+            x = pad_to_multiple(img.to(device).float().div(255.0).unsqueeze(0), net.config.stride)
+            out.append(torch.round(net.analyze(x, quality_index))[0].to(torch.int64).cpu().numpy())
     return out
 
 
@@ -116,7 +117,7 @@ def export_model(
     if val_paths:
         from aezip.train.validate import validate
 
-        card["validation"] = validate(load_model(options.out), val_paths)
+        card["validation"] = validate(load_model(options.out), val_paths, device=device.type)
     card["sha256"] = load_model(options.out).sha256
     card_path = options.out.with_name(options.out.name + ".json")
     card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

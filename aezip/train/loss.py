@@ -17,17 +17,31 @@ LOSSES = ("mse", "bce")
 
 def distortion(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """Mean distortion between reconstruction and target, both nominally in [0, 1]."""
+    return per_image_distortion(x_hat, x, kind).mean()
+
+
+def per_image_distortion(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Distortion of each image of a batch, shape (B,)."""
     x_hat = x_hat.float()
     if kind == "mse":
-        return F.mse_loss(x_hat, x)
-    if kind == "bce":
-        return F.binary_cross_entropy(x_hat.clamp(1e-4, 1 - 1e-4), x)
-    raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
+        err = F.mse_loss(x_hat, x, reduction="none")
+    elif kind == "bce":
+        err = F.binary_cross_entropy(x_hat.clamp(1e-4, 1 - 1e-4), x, reduction="none")
+    else:
+        raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
+    return err.flatten(1).mean(dim=1)
 
 
-def rd_loss(x_hat: torch.Tensor, x: torch.Tensor, bpp: torch.Tensor, lam: float, kind: str = "mse") -> torch.Tensor:
-    """The training objective for one batch at rate–distortion trade-off ``lam``."""
-    return lam * 255.0**2 * distortion(x_hat, x, kind) + bpp
+def rd_loss(
+    x_hat: torch.Tensor, x: torch.Tensor, bpp: torch.Tensor, lam: float | torch.Tensor, kind: str = "mse"
+) -> torch.Tensor:
+    """The training objective, averaged over the batch.
+
+    ``bpp`` is per image (B,) or already summed; ``lam`` is one trade-off for the batch or one
+    per image (B,), so a batch can mix qualities.
+    """
+    d = per_image_distortion(x_hat, x, kind)
+    return (lam * 255.0**2 * d).mean() + bpp.mean()
 
 
 def psnr_from_mse(mse: float) -> float:

@@ -20,15 +20,17 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
-def validate(model: LoadedModel, paths: list[Path], qualities: list[int] | None = None) -> list[dict]:
+def validate(
+    model: LoadedModel, paths: list[Path], qualities: list[int] | None = None, device: str = "cpu"
+) -> list[dict]:
     """Mean bpp (ANS and zstd stream bytes) and mean PSNR per quality over ``paths``."""
     from aezip.codec import Codec
 
     images = [load_rgb(p) for p in paths]
     rows = []
     for q in qualities or range(1, model.config.qualities + 1):
-        ans = Codec(quality=q, model=model, entropy="ans", device="cpu")
-        zstd = Codec(quality=q, model=model, entropy="zstd", device="cpu")
+        ans = Codec(quality=q, model=model, entropy="ans", device=device)
+        zstd = Codec(quality=q, model=model, entropy="zstd", device=device)
         bpp_ans, bpp_zstd, psnrs = [], [], []
         for img in images:
             pixels = img.shape[0] * img.shape[1]
