@@ -267,7 +267,7 @@ _NAMES = st.lists(_COMPONENT, min_size=1, max_size=3).map("/".join).filter(lambd
         st.tuples(_NAMES, st.binary(max_size=300), st.binary(max_size=20)),
         max_size=5,
         unique_by=lambda member: member[0],
-    )
+    ).filter(lambda ms: not any(b[0].startswith(a[0] + "/") for a in ms for b in ms))  # a file is not a folder
 )
 def test_round_trip_property(members: list[tuple[str, bytes, bytes]]) -> None:
     with tempfile.TemporaryDirectory() as folder:
@@ -377,7 +377,7 @@ def test_newer_minor_version_and_may_ignore_flags_are_readable(tmp_path: Path) -
     [
         _craft([(b"a", b"x", {})], header=spec.pack_header(flags=1)),
         _craft([(b"a", b"x", {"flags": 0x01})]),
-        _craft([(b"a", b"x", {"kind": 3})]),
+        _craft([(b"a", b"x", {"kind": 200})]),
     ],
     ids=["archive-flag", "member-flag", "unknown-kind"],
 )
@@ -455,7 +455,7 @@ def test_duplicate_names_are_refused(tmp_path: Path) -> None:
 
 
 def test_validate_member_name_accepts_ordinary_paths() -> None:
-    for name in ["a", "a.txt", "dir/sub/file.png", ".hidden", "a..b", "名前/ファイル.jpg", "x" * 4096]:
+    for name in ["a", "a.txt", "dir/sub/file.png", ".hidden", "a..b", "名前/ファイル.jpg", "/".join(["x" * 255] * 16)]:
         assert validate_member_name(name) == name
     with pytest.raises(UnsafePathError):
         validate_member_name(b"a")  # type: ignore[arg-type]

@@ -107,6 +107,20 @@ class ArchiveReader:
             raise CorruptArchiveError(f"member {info.name!r} fails its crc32 check")
         return data
 
+    def read_link(self, member: str | MemberInfo) -> str:
+        """The target of a LINK member, checked (see ``spec.validate_link_target``)."""
+        info = self._lookup(member)
+        if info.kind != MemberKind.LINK:
+            raise ValueError(f"member {info.name!r} is not a link")
+        data = self.read_payload(info)
+        if len(data) != info.original_size:
+            raise CorruptArchiveError(f"link {info.name!r} has the wrong length")
+        try:
+            target = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UnsafePathError(f"link {info.name!r} has a target that is not UTF-8") from None
+        return spec.validate_link_target(info.name, target)
+
     def verify(self) -> None:
         """Check the crc32 of every payload, in bounded memory; raises CorruptArchiveError on the first mismatch."""
         for info in self._members:
@@ -233,6 +247,7 @@ def _parse_index(index: bytes, count: int, data_end: int) -> list[MemberInfo]:
         raise CorruptArchiveError(f"archive index has {len(index) - pos} bytes after its last entry")
     if expected != data_end:
         raise CorruptArchiveError(f"archive data area has {data_end - expected} bytes that belong to no member")
+    spec.check_tree([(info.name, info.kind) for info in members])
     return members
 
 
@@ -252,6 +267,7 @@ def _parse_entry(view: memoryview, pos: int, number: int) -> tuple[MemberInfo, i
     pos += meta_len
     member_kind = _check_entry_fields(name, kind, flags, mode)
     info = MemberInfo(name, member_kind, offset, length, crc, original_size, mode, mtime_ns, metadata)
+    _check_dir(info)
     return info, pos
 
 
@@ -281,3 +297,8 @@ def _check_entry_fields(name: str, kind: int, flags: int, mode: int) -> MemberKi
     if mode & ~spec.MODE_MASK:
         raise CorruptArchiveError(f"member {name!r} has mode 0o{mode:o}, which is more than permission bits")
     return member_kind
+
+
+def _check_dir(info: MemberInfo) -> None:
+    if info.kind == MemberKind.DIR and (info.length or info.original_size):
+        raise CorruptArchiveError(f"folder {info.name!r} has a payload")

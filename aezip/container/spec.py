@@ -17,7 +17,10 @@ from aezip.errors import UnsafePathError
 
 MAGIC = b"\x89AEZ\r\n\x1a\n"
 FOOTER_MAGIC = b"\x89AEZIDX\n"
+#: The version a writer writes when it uses no feature of a later minor version (RAW and IMAGE members only).
 FORMAT_VERSION = (1, 0)
+#: The newest version this code writes and fully understands.
+LATEST_VERSION = (1, 1)
 
 # Header: magic, major u8, minor u8, flags u32, crc32 of the preceding 14 bytes u32.
 HEADER_BODY = struct.Struct("<8sBBI")
@@ -43,6 +46,8 @@ FOOTER = struct.Struct("<QQII8s")
 FOOTER_SIZE = FOOTER.size
 
 MAX_NAME_BYTES = 4096
+#: Longest single path component, in UTF-8 bytes (NAME_MAX of common file systems).
+MAX_COMPONENT_BYTES = 255
 MAX_INDEX_SIZE = 1 << 30
 MAX_MEMBERS = 1 << 24
 MODE_MASK = 0o7777
@@ -57,6 +62,12 @@ class MemberKind(enum.IntEnum):
 
     RAW = 1
     IMAGE = 2
+    LINK = 3  #: a symbolic link; the payload is its target (UTF-8), see validate_link_target. Since 1.1.
+    DIR = 4  #: a folder (written for empty folders); empty payload. Since 1.1.
+
+
+#: The minor version (of major 1) that introduced each kind; a writer declares the highest it uses.
+KIND_MINOR = {MemberKind.RAW: 0, MemberKind.IMAGE: 0, MemberKind.LINK: 1, MemberKind.DIR: 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +111,55 @@ def validate_member_name(name: str) -> str:
     for part in name.split("/"):
         if part in ("", ".", ".."):
             raise UnsafePathError(f"member name {name!r} has an empty, '.' or '..' component")
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise UnsafePathError(f"member name {_short(name)} has a component longer than {MAX_COMPONENT_BYTES} bytes")
     return name
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``repr`` of a name, cut to ``limit`` characters for messages."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
+def validate_link_target(name: str, target: str) -> str:
+    """Return ``target`` if the link ``name`` may point there, else raise UnsafePathError.
+
+    A target is relative: zero or more leading ``..`` components, at most as many as the folders
+    that hold the link, then an ordinary path (the member name rules, no ``.``/``..``/empty parts).
+    Such a link, created in a real folder, can only resolve inside the extraction folder, whatever
+    other links the archive holds.
+    """
+    if not isinstance(target, str) or not target:
+        raise UnsafePathError(f"link {_short(name)} has an empty target")
+    if len(target.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise UnsafePathError(f"link {_short(name)} has a target longer than {MAX_NAME_BYTES} bytes")
+    parts = target.split("/")
+    ups = 0
+    while ups < len(parts) and parts[ups] == "..":
+        ups += 1
+    if ups > name.count("/"):
+        raise UnsafePathError(f"link {_short(name)} points outside the archive ({_short(target)})")
+    rest = "/".join(parts[ups:])
+    if rest:
+        try:
+            validate_member_name(rest)
+        except UnsafePathError:
+            raise UnsafePathError(f"link {_short(name)} has an unsafe target {_short(target)}") from None
+    return target
+
+
+def check_tree(members: list[tuple[str, MemberKind]]) -> None:
+    """Refuse a file, link or image whose name is also a folder of another member (``a`` and ``a/b``).
+
+    Only DIR members may have members under them; the same rule guards writer and reader.
+    """
+    leaves = {name for name, kind in members if kind != MemberKind.DIR}
+    for name, _ in members:
+        start = name.find("/")
+        while start != -1:
+            if name[:start] in leaves:
+                raise UnsafePathError(f"member {_short(name)} lies under {_short(name[:start])}, which is not a folder")
+            start = name.find("/", start + 1)
 
 
 def _check_characters(name: str) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import weakref
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,14 +25,24 @@ class ArchiveWriter:
     block (or ``abort()``) deletes the temporary file and leaves any existing file at ``path`` untouched.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], overwrite: bool = True) -> None:
         self._path = Path(path)
-        self._tmp_path, self._fh = _create_temp(self._path)
-        self._finalizer = weakref.finalize(self, _discard, self._fh, self._tmp_path)
+        self._overwrite = overwrite
+        if not overwrite and os.path.lexists(self._path):
+            raise FileExistsError(errno.EEXIST, "already exists", str(self._path))
         self._entries: list[MemberInfo] = []
         self._names: set[str] = set()
+        self._leaves: set[str] = set()  # names of members that are not folders
+        self._folders: set[str] = set()  # every folder some member lies in
         self._closed = False
-        self._fh.write(spec.pack_header())
+        with _user_path(self._path):
+            self._tmp_path, self._fh = _create_temp(self._path)
+            self._finalizer = weakref.finalize(self, _discard, self._fh, self._tmp_path)
+            try:
+                self._fh.write(spec.pack_header())
+            except BaseException:
+                self.abort()
+                raise
         self._offset = spec.HEADER_SIZE
 
     def __enter__(self) -> ArchiveWriter:
@@ -67,13 +80,26 @@ class ArchiveWriter:
         if name in self._names:
             raise UnsafePathError(f"duplicate member name {name!r}")
         info = self._make_info(name, kind, payload, original_size, mode, mtime_ns, metadata)
+        folders = [name[:i] for i, char in enumerate(name) if char == "/"]
+        clash = next((f for f in folders if f in self._leaves), None)
+        if clash is not None or (info.kind != MemberKind.DIR and name in self._folders):
+            other = repr(clash) if clash is not None else "the members under it"
+            raise UnsafePathError(f"member {name!r} clashes with {other}: a file is not a folder")
+        if info.kind == MemberKind.LINK:
+            spec.validate_link_target(name, bytes(payload).decode("utf-8", "surrogateescape"))
+        elif info.kind == MemberKind.DIR and info.length:
+            raise ValueError("a DIR member has an empty payload")
         try:
-            self._fh.write(payload)
+            with _user_path(self._path):
+                self._fh.write(payload)
         except BaseException:
             self.abort()
             raise
         self._offset += info.length
         self._names.add(name)
+        if info.kind != MemberKind.DIR:
+            self._leaves.add(name)
+        self._folders.update(folders)
         self._entries.append(info)
 
     def _make_info(
@@ -120,17 +146,27 @@ class ArchiveWriter:
             index = b"".join(spec.pack_entry(info) for info in self._entries)
             if len(index) > spec.MAX_INDEX_SIZE:
                 raise AezipError("archive index would exceed 1 GiB; split the input into several archives")
-            self._fh.write(index)
-            self._fh.write(spec.pack_footer(self._offset, index, len(self._entries)))
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            os.replace(self._tmp_path, self._path)
+            with _user_path(self._path):
+                self._fh.write(index)
+                self._fh.write(spec.pack_footer(self._offset, index, len(self._entries)))
+                if self.version != spec.FORMAT_VERSION:
+                    self._fh.seek(0)
+                    self._fh.write(spec.pack_header(version=self.version))
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+                _move_into_place(self._tmp_path, self._path, self._overwrite)
         except BaseException:
             self.abort()
             raise
         self._closed = True
         self._finalizer.detach()
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """The format version this archive declares: the lowest that has every member kind it holds."""
+        minor = max((spec.KIND_MINOR[info.kind] for info in self._entries), default=spec.FORMAT_VERSION[1])
+        return (spec.FORMAT_VERSION[0], max(minor, spec.FORMAT_VERSION[1]))
 
     def abort(self) -> None:
         """Discard everything written so far; the target path is left as it was. Idempotent."""
@@ -140,6 +176,34 @@ class ArchiveWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("archive writer is closed")
+
+
+@contextmanager
+def _user_path(path: Path) -> Iterator[None]:
+    """Report OS errors on the temporary file under the archive's own path, the one the user gave."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename the finished temporary file to ``path``; without ``overwrite``, never replace an existing file."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic: fails if path appeared meanwhile
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "already exists", str(path)) from None
+    except OSError:  # a file system without hard links
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "already exists", str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def _create_temp(path: Path) -> tuple[Path, BinaryIO]:
