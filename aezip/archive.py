@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,10 +22,21 @@ from PIL import Image
 
 from aezip.codec import Codec, Decoded
 from aezip.container import ArchiveReader, ArchiveWriter, MemberInfo, MemberKind
-from aezip.errors import AezipError, CorruptArchiveError
-from aezip.imagefile import encode_file, is_image_name, lossless_reason, open_image, prepare
+from aezip.errors import AezipError, CorruptArchiveError, UnsupportedImageError
+from aezip.imagefile import (
+    DEFAULT_JPEG_QUALITY,
+    MAX_ICC_BYTES,
+    check_file_meta,
+    encode_file,
+    is_image_name,
+    lossless_reason,
+    open_image,
+    prepare,
+)
 
 RAW_LEVEL = 10
+#: Largest member metadata parsed as JSON (aezip writes well under 200 KiB: format, mode, EXIF).
+MAX_META_BYTES = 1 << 20
 _CHUNK = 1 << 20
 _raw_compressor = zstandard.ZstdCompressor(level=RAW_LEVEL, write_checksum=True, write_content_size=True)
 _raw_decompressor = zstandard.ZstdDecompressor()
@@ -44,14 +56,30 @@ class MemberPlan:
 
 
 def add_file(
-    writer: ArchiveWriter, name: str, data: bytes, codec: Codec, mode: int = 0o644, mtime_ns: int = 0
+    writer: ArchiveWriter,
+    name: str,
+    data: bytes,
+    codec: Codec,
+    mode: int = 0o644,
+    mtime_ns: int = 0,
+    keep_unreadable: bool = False,
 ) -> MemberPlan:
-    """Store one file's bytes as an IMAGE or RAW member and say which."""
+    """Store one file's bytes as an IMAGE or RAW member and say which.
+
+    An image file Pillow cannot read raises UnsupportedImageError, or with ``keep_unreadable`` is
+    stored losslessly like any other file (its note then says why).
+    """
     note = "data"
     if is_image_name(name):
-        im = open_image(data, name)
-        reason = lossless_reason(im)
-        if reason is None:
+        try:
+            im = open_image(data, name)
+        except UnsupportedImageError as exc:
+            if not keep_unreadable:
+                raise
+            im, reason = None, f"unreadable image: {str(exc).removeprefix(name + ': ')}"
+        else:
+            reason = lossless_reason(im)
+        if im is not None and reason is None:
             prep = prepare(im)
             payload = codec.encode_prepared(prep)
             meta = json.dumps(prep.file_meta, sort_keys=True).encode()
@@ -66,8 +94,52 @@ def add_file(
     return MemberPlan(name, MemberKind.RAW, len(data), len(payload), note)
 
 
+def add_link(writer: ArchiveWriter, name: str, target: str, mtime_ns: int = 0) -> MemberPlan:
+    """Store a symbolic link as a LINK member (its target must stay inside the archive)."""
+    data = target.encode("utf-8", "surrogateescape")
+    writer.add(name, MemberKind.LINK, data, original_size=len(data), mode=0o777, mtime_ns=mtime_ns)
+    return MemberPlan(name, MemberKind.LINK, 0, len(data), f"link to {target}")
+
+
+def add_dir(writer: ArchiveWriter, name: str, mode: int = 0o755, mtime_ns: int = 0) -> MemberPlan:
+    """Store a folder (an empty one: others are implied by their members) as a DIR member."""
+    writer.add(name, MemberKind.DIR, b"", original_size=0, mode=mode, mtime_ns=mtime_ns)
+    return MemberPlan(name, MemberKind.DIR, 0, 0, "folder")
+
+
+def check_raw_frame(payload: bytes, size: int, name: str) -> None:
+    """Require one complete zstd frame, exactly the payload, that declares ``size`` and carries a content checksum.
+
+    zstd verifies the checksum only when the frame says it has one and only once it reaches the
+    frame's end, so without these checks a frame with its flag cleared or its tail cut off could
+    still yield the declared number of (wrong) bytes.
+    """
+    try:
+        params = zstandard.get_frame_parameters(payload)
+        pos = zstandard.frame_header_size(payload)
+    except zstandard.ZstdError:
+        raise CorruptArchiveError(f"{name}: stored data is not a zstd frame") from None
+    if params.content_size != size:
+        raise CorruptArchiveError(f"{name}: stored data has the wrong length")
+    if not params.has_checksum:
+        raise CorruptArchiveError(f"{name}: stored data has no content checksum")
+    while True:  # walk the block headers to find where the frame ends
+        if pos + 3 > len(payload):
+            raise CorruptArchiveError(f"{name}: stored data is truncated")
+        header = int.from_bytes(payload[pos : pos + 3], "little")
+        kind, length = (header >> 1) & 3, header >> 3
+        if kind == 3:
+            raise CorruptArchiveError(f"{name}: stored data has a reserved block type")
+        pos += 3 + (1 if kind == 1 else length)
+        if header & 1:
+            break
+    if pos + 4 != len(payload):
+        raise CorruptArchiveError(f"{name}: stored data is truncated or has trailing bytes")
+
+
 def iter_raw(payload: bytes, size: int, name: str) -> Iterator[bytes]:
-    """Decompress a RAW member in chunks, checking its length (zstd checks its content hash)."""
+    """Decompress a RAW member in chunks: a complete frame, the declared length, zstd's content checksum."""
+    check_raw_frame(payload, size, name)
     got = 0
     try:
         with _raw_decompressor.stream_reader(io.BytesIO(payload), read_across_frames=False) as reader:
@@ -89,9 +161,11 @@ def member_meta(info: MemberInfo) -> dict:
     """The JSON metadata of a member ({} when empty)."""
     if not info.metadata:
         return {}
+    if len(info.metadata) > MAX_META_BYTES:
+        raise CorruptArchiveError(f"{info.name}: metadata is larger than {MAX_META_BYTES} bytes")
     try:
         meta = json.loads(info.metadata)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise CorruptArchiveError(f"{info.name}: metadata is not JSON") from None
     if not isinstance(meta, dict):
         raise CorruptArchiveError(f"{info.name}: metadata is not a JSON object")
@@ -195,18 +269,41 @@ class Archive:
             return self.decode([name])[0].to_image()
         return open_image(self.read_bytes(name), name)
 
-    def read_bytes(self, name: str, fmt: str = "original") -> bytes:
-        """The bytes ``aezip unpack`` writes for a member, held in memory."""
+    def link_target(self, name: str) -> str:
+        """Where a LINK member points, relative to its folder (checked to stay inside the archive)."""
+        return self._reader.read_link(name)
+
+    def read_bytes(self, name: str, fmt: str = "original", jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+        """The bytes ``aezip unpack`` writes for a member, held in memory (a file's, not a link's or folder's)."""
         info = self._reader[name]
         if info.kind == MemberKind.RAW:
             return b"".join(iter_raw(self.payload(name), info.original_size, name))
-        return render(info, self.decode([name])[0], fmt)
+        if info.kind == MemberKind.LINK:
+            raise AezipError(f"{name} is a symbolic link to {self.link_target(name)}")
+        if info.kind == MemberKind.DIR:
+            raise AezipError(f"{name} is a folder")
+        return render(info, self.decode([name])[0], fmt, jpeg_quality)
 
 
-def render(info: MemberInfo, decoded: Decoded, fmt: str) -> bytes:
-    """Write decoded pixels as a file: the original format (from metadata) or PNG."""
-    meta = member_meta(info)
+#: What Pillow may raise when writing an image from hostile metadata (beyond our own checks).
+_WRITE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, SyntaxError, OverflowError, struct.error)
+
+
+def render(info: MemberInfo, decoded: Decoded, fmt: str, jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    """Write decoded pixels as a file: the original format (from metadata, validated) or PNG."""
+    original, mode, exif = check_file_meta(member_meta(info), info.name)
     im = decoded.to_image()
-    if fmt == "png":
-        return encode_file(im, "PNG")
-    return encode_file(im, str(meta.get("format", "PNG")), meta.get("exif"))
+    if mode and im.mode != mode:
+        raise CorruptArchiveError(f"{info.name}: metadata says mode {mode} but the image stream holds {im.mode}")
+    if decoded.icc is not None and len(decoded.icc) > MAX_ICC_BYTES:
+        raise CorruptArchiveError(f"{info.name}: ICC profile is larger than {MAX_ICC_BYTES} bytes")
+    target = "PNG" if fmt == "png" else original
+    try:
+        if fmt == "png":
+            return encode_file(im, "PNG")
+        return encode_file(im, target, exif, jpeg_quality=jpeg_quality)
+    except UnsupportedImageError as exc:
+        raise CorruptArchiveError(f"{info.name}: {exc}") from None
+    except _WRITE_ERRORS as exc:
+        detail = str(exc).split("\n")[0] or type(exc).__name__
+        raise CorruptArchiveError(f"{info.name}: cannot be written as {target} ({detail})") from None

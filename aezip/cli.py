@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,13 +23,54 @@ from aezip import __version__
 from aezip.errors import AezipError
 
 
+class Interrupted(KeyboardInterrupt):
+    """Raised by the signal handlers, so cleanup (``finally``, context managers) runs as on Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    for sig in _SIGNALS:  # a second signal must not interrupt the cleanup of the first
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _clean_up_on_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` while a command runs (then the old handlers return)."""
+    previous = {}
+    try:
+        for sig in _SIGNALS:
+            previous[sig] = signal.signal(sig, _on_signal)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn aezip and OS errors into one-line click errors (exit 1) instead of tracebacks."""
+    """Turn aezip and OS errors into one-line click errors (exit 1) instead of tracebacks.
+
+    SIGINT, SIGTERM and SIGHUP remove temporary files and exit 128 + the signal number (130 for Ctrl-C).
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with _clean_up_on_signals():
+                return func(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            click.echo(f"Aborted by {signal.Signals(signum).name}; temporary files removed.", err=True)
+            raise click.exceptions.Exit(128 + signum) from None
         except AezipError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyError as exc:
@@ -37,8 +80,28 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(f"{exc.strerror or exc}{where}") from None
         except MemoryError:
             raise click.ClickException("out of memory") from None
+        except RuntimeError as exc:  # torch reports failed allocations as RuntimeError (OutOfMemoryError)
+            if "out of memory" in str(exc) or "allocate" in str(exc):
+                raise click.ClickException("out of memory") from None
+            raise
 
     return wrapper
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
+def _report(title: str, items: list[tuple[str, str]], limit: int = 20) -> None:
+    """Name what was skipped or kept as is, on stderr, after the summary."""
+    if not items:
+        return
+    click.echo(f"{title} ({len(items)}):", err=True)
+    for name, why in items[:limit]:
+        click.echo(f"  {name}: {why}", err=True)
+    if len(items) > limit:
+        click.echo(f"  … and {len(items) - limit} more", err=True)
 
 
 @contextmanager
@@ -92,7 +155,7 @@ model_option = click.option(
     "models",
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Model file (default: the model shipped with aezip). For unpacking, may be repeated.",
+    help="Extra model file for images not coded with the shipped model; may be repeated.",
 )
 threads_option = click.option(
     "--threads", type=click.IntRange(1), help="CPU threads for the network (default: torch's choice)."
@@ -106,9 +169,18 @@ device_option = click.option(
 )
 
 
+def _archive_path(src: Path, out: str) -> tuple[Path, bool]:
+    """OUT as given, or ``OUT/SRC.aez`` when OUT ends with a slash or is a folder; and whether OUT is a folder."""
+    path = Path(out)
+    if out.endswith(("/", os.sep)) or path.is_dir():
+        base = src.resolve().name or "archive"
+        return path / f"{base}.aez", True
+    return path, False
+
+
 @main.command("pack")
 @click.argument("src", type=click.Path(exists=True, path_type=Path))
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path())
 @click.option(
     "-q", "--quality", type=click.IntRange(1, 8), default=6, show_default=True, help="1 (smallest) .. 8 (best)."
 )
@@ -119,30 +191,79 @@ device_option = click.option(
     show_default=True,
     help="Latent coder: learned tables with ANS, plain zstd, or auto (the shorter of the two, per image).",
 )
-@model_option
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip", "store"]),
+    default="fail",
+    show_default=True,
+    help="An input that cannot be read: stop before encoding anything (fail), leave it out (skip), "
+    "or keep an unreadable image byte for byte (store). Checked before any encoding.",
+)
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Model file to code images with (default: the model shipped with aezip); give it once.",
+)
 @device_option
 @threads_option
 @_fail_cleanly
 def pack_cmd(
-    src: Path, out: Path, quality: int, entropy: str, models: tuple[Path, ...], device: str, threads: int | None
+    src: Path,
+    out: str,
+    quality: int,
+    entropy: str,
+    on_error: str,
+    force: bool,
+    models: tuple[Path, ...],
+    device: str,
+    threads: int | None,
 ) -> None:
-    """Pack the folder (or file) SRC into the archive OUT."""
+    """Pack the folder (or file) SRC into the archive OUT.
+
+    OUT ending in a slash, or an existing folder, receives SRC's name with .aez. An existing OUT
+    is never replaced without --force. Symbolic links are stored as links when they point inside
+    SRC (never followed), otherwise skipped and reported; empty folders are kept.
+    """
+    if len(models) > 1:
+        raise click.BadParameter("give one --model for packing", param_hint="--model")
+    archive, into_folder = _archive_path(src, out)
+    if archive.is_dir():
+        raise click.ClickException(f"{archive} is a folder")
+    if os.path.lexists(archive) and not force:
+        raise click.ClickException(f"{archive} already exists (use --force to overwrite it)")
     _set_threads(threads)
     from aezip.codec import Codec
     from aezip.pack import collect, pack
 
-    if len(models) > 1:
-        raise click.BadParameter("give one --model for packing", param_hint="--model")
     codec = Codec(quality=quality, device=device, model=models[0] if models else None, entropy=entropy)
     start = time.perf_counter()
-    files = collect(src, exclude=out)
-    with _progress(len(files), "pack") as progress:
-        summary = pack(src, out, codec, progress, files=files)
+    found = collect(src, exclude=archive)
+    made_folder = into_folder and not archive.parent.exists()
+    if made_folder:
+        archive.parent.mkdir(parents=True)
+    try:
+        with _progress(len(found.entries), "pack") as progress:
+            summary = pack(src, archive, codec, progress, files=found, on_error=on_error, overwrite=force)
+    except BaseException:
+        if made_folder:
+            archive.parent.rmdir()
+        raise
     seconds = time.perf_counter() - start
+    extras = [_count(summary.links, "link")] if summary.links else []
+    extras += [_count(summary.folders, "empty folder")] if summary.folders else []
+    extras += [f"{len(summary.skipped)} skipped"] if summary.skipped else []
+    extras += [f"{len(summary.stored)} unreadable kept as is"] if summary.stored else []
     click.echo(
-        f"packed {summary.files} files ({summary.images} coded images): {_human(summary.bytes_in)} → "
-        f"{_human(summary.bytes_out)}, ratio {summary.ratio:.2f}x, {seconds:.1f} s"
+        f"packed {_count(summary.files, 'file')} ({_count(summary.images, 'coded image')})"
+        + "".join(f", {e}" for e in extras)
+        + f" into {archive}: {_human(summary.bytes_in)} → {_human(summary.bytes_out)}, "
+        f"ratio {summary.ratio:.2f}x, {seconds:.1f} s"
     )
+    _report("skipped", summary.skipped)
+    _report("stored byte for byte (unreadable images)", summary.stored)
 
 
 @main.command("unpack")
@@ -154,25 +275,57 @@ def pack_cmd(
     type=click.Choice(["original", "png"]),
     default="original",
     show_default=True,
-    help="Restore images in their original format, or as PNG.",
+    help="Restore coded images in their original format, or as PNG. Lossless formats are written "
+    "losslessly; JPEG is re-encoded from the reconstruction at --jpeg-quality with 4:4:4 chroma, "
+    "so it is usually larger than the original file.",
 )
+@click.option(
+    "--jpeg-quality",
+    type=click.IntRange(1, 100),
+    default=95,
+    show_default=True,
+    help="Quality of restored JPEG files (lower: smaller files, more loss on top of the model's).",
+)
+@click.option("-f", "--force", is_flag=True, help="Replace files that already exist in DEST.")
+@click.option("--skip-existing", is_flag=True, help="Keep files that already exist in DEST; restore the rest.")
 @model_option
 @device_option
 @threads_option
 @_fail_cleanly
-def unpack_cmd(archive: Path, dest: Path, fmt: str, models: tuple[Path, ...], device: str, threads: int | None) -> None:
-    """Restore every file of ARCHIVE under DEST."""
+def unpack_cmd(
+    archive: Path,
+    dest: Path,
+    fmt: str,
+    jpeg_quality: int,
+    force: bool,
+    skip_existing: bool,
+    models: tuple[Path, ...],
+    device: str,
+    threads: int | None,
+) -> None:
+    """Restore every file of ARCHIVE under DEST.
+
+    Nothing is written if any member would replace an existing file, unless --force or
+    --skip-existing; files appear only after every member has decoded and passed its checks.
+    """
+    if force and skip_existing:
+        raise click.UsageError("--force and --skip-existing exclude each other")
     _set_threads(threads)
     from aezip.archive import Archive
     from aezip.pack import unpack
 
+    existing = "replace" if force else "skip" if skip_existing else "refuse"
     start = time.perf_counter()
     with Archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "unpack") as progress:
-        summary = unpack(arc, dest, fmt, progress)
+        summary = unpack(arc, dest, fmt, progress, existing=existing, jpeg_quality=jpeg_quality)
     seconds = time.perf_counter() - start
+    extras = [_count(summary.links, "link")] if summary.links else []
+    extras += [_count(summary.folders, "folder")] if summary.folders else []
+    extras += [f"{_count(len(summary.skipped), 'existing file')} kept"] if summary.skipped else []
     click.echo(
-        f"restored {summary.files} files ({summary.images} decoded images) to {dest}, "
-        f"{_human(summary.bytes_out)}, {seconds:.1f} s"
+        f"restored {_count(summary.files, 'file')} ({_count(summary.images, 'decoded image')})"
+        + "".join(f", {e}" for e in extras)
+        + f" to {dest}, {_human(summary.bytes_out)}, {seconds:.1f} s"
     )
 
 
@@ -181,12 +334,13 @@ def unpack_cmd(archive: Path, dest: Path, fmt: str, models: tuple[Path, ...], de
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per member, as a JSON array.")
 @_fail_cleanly
 def list_cmd(archive: Path, as_json: bool) -> None:
-    """List the members of ARCHIVE."""
-    from aezip.container import ArchiveReader
+    """List the members of ARCHIVE: kind, original size, stored size, name."""
+    from aezip.container import ArchiveReader, MemberKind
 
     with ArchiveReader(archive) as reader:
-        rows = [
-            {
+        rows = []
+        for m in reader.members:
+            row: dict[str, Any] = {
                 "name": m.name,
                 "kind": m.kind.name.lower(),
                 "size": m.original_size,
@@ -194,13 +348,16 @@ def list_cmd(archive: Path, as_json: bool) -> None:
                 "mode": oct(m.mode),
                 "mtime_ns": m.mtime_ns,
             }
-            for m in reader.members
-        ]
+            if m.kind == MemberKind.LINK:
+                row["target"] = reader.read_link(m)
+            rows.append(row)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
+    click.echo(f"{'kind':5} {'size':>12} {'stored':>12}  name")
     for r in rows:
-        click.echo(f"{r['kind']:5} {r['size']:>12} {r['stored']:>12}  {r['name']}")
+        link = f" -> {r['target']}" if "target" in r else ""
+        click.echo(f"{r['kind']:5} {r['size']:>12} {r['stored']:>12}  {r['name']}{link}")
 
 
 @main.command("info")
@@ -219,8 +376,11 @@ def info_cmd(archive: Path) -> None:
         version = reader.version
     size = archive.stat().st_size
     click.echo(f"archive:   {archive} (format {version[0]}.{version[1]})")
-    stored = len(reader.members) - len(images)
-    click.echo(f"members:   {len(reader.members)} ({len(images)} coded images, {stored} stored losslessly)")
+    kinds = Counter(m.kind for m in reader.members)
+    parts = [_count(len(images), "coded image"), f"{kinds[MemberKind.RAW]} stored losslessly"]
+    parts += [_count(kinds[MemberKind.LINK], "link")] if kinds[MemberKind.LINK] else []
+    parts += [_count(kinds[MemberKind.DIR], "folder")] if kinds[MemberKind.DIR] else []
+    click.echo(f"members:   {len(reader.members)} ({', '.join(parts)})")
     click.echo(f"size:      {_human(total_in)} → {_human(size)} (ratio {total_in / max(size, 1):.2f}x)")
     for label, counter in (
         ("models", Counter(h.model_id.hex() for h in headers)),
@@ -245,7 +405,8 @@ def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: in
 
     with Archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "verify") as progress:
         summary = verify(arc, progress)
-    click.echo(f"ok: {summary.files} members ({summary.images} images) verified")
+    members = summary.files + summary.links + summary.folders
+    click.echo(f"ok: {_count(members, 'member')} ({_count(summary.images, 'coded image')}) verified")
 
 
 @main.command("train")
@@ -266,17 +427,25 @@ def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: in
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Validation folder: measured through the real codec at the end.",
 )
-@click.option("--steps", type=click.IntRange(1), default=100_000, show_default=True)
+@click.option(
+    "--steps",
+    type=click.IntRange(1),
+    default=20_000,
+    show_default=True,
+    help="Optimizer steps (the shipped model: 22,631 steps, about 2 h on 2 CPU cores; minutes on a GPU).",
+)
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="Stop after this wall time.")
-@click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--crop", type=click.IntRange(16), default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--levels", type=click.IntRange(1, 6), default=4, show_default=True)
-@click.option("--channels", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--bottleneck", type=click.IntRange(1), default=96, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True, help="Crops per step.")
+@click.option("--crop", type=click.IntRange(16), default=128, show_default=True, help="Side of the random crops, px.")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate (10x lower at the end).")
+@click.option(
+    "--levels", type=click.IntRange(1, 6), default=4, show_default=True, help="Down-sampling stages (stride 2**levels)."
+)
+@click.option("--channels", type=click.IntRange(1), default=64, show_default=True, help="Hidden channels per layer.")
+@click.option("--bottleneck", type=click.IntRange(1), default=96, show_default=True, help="Latent channels.")
 @click.option("--lambdas", help="Comma-separated λ per quality (default: the 8-step ladder).")
-@click.option("--loss", type=click.Choice(["mse", "bce"]), default="mse", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--loss", type=click.Choice(["mse", "bce"]), default="mse", show_default=True, help="Distortion term.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (crops, quality draws, init).")
 @device_option
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
 @click.option(

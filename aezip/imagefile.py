@@ -16,13 +16,14 @@ Policy (also in README):
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from aezip.errors import UnsupportedImageError
+from aezip.errors import CorruptArchiveError, UnsupportedImageError
 
 Image.MAX_IMAGE_PIXELS = 256_000_000  # refuse decompression bombs beyond this with an error
 
@@ -35,6 +36,14 @@ MAX_CODED_PIXELS = 64_000_000
 MIN_CODED_SIDE = 8
 CODED_MODES = {"RGB": ("RGB", False), "L": ("L", False), "RGBA": ("RGB", True), "LA": ("L", True)}
 _ORIENTATION = 0x0112
+#: Largest EXIF block kept (a JPEG APP1 segment holds 65,533 bytes with its "Exif\0\0" prefix).
+MAX_EXIF_BYTES = 65_533
+#: Largest ICC profile restored (JPEG spreads one over at most 255 APP2 segments of 65,519 bytes).
+MAX_ICC_BYTES = 255 * 65_519
+DEFAULT_JPEG_QUALITY = 95
+_EXIF_PREFIXES = (b"Exif\x00\x00II*\x00", b"Exif\x00\x00MM\x00*")
+#: Pillow's own exceptions for input it cannot handle (besides OSError subclasses).
+_PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, EOFError)
 
 
 @dataclass
@@ -53,14 +62,37 @@ def is_image_name(name: str) -> bool:
     return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
 
 
+def _read_failure(name: str, exc: BaseException) -> UnsupportedImageError:
+    """A one-line error for an image Pillow cannot read (never Pillow's ``<_io.BytesIO …>`` text)."""
+    if isinstance(exc, UnidentifiedImageError):
+        return UnsupportedImageError(f"{name}: not a readable image (unknown or damaged format)")
+    detail = str(exc).split("\n")[0] or type(exc).__name__
+    return UnsupportedImageError(f"{name}: cannot read image ({detail})")
+
+
 def open_image(data: bytes, name: str) -> Image.Image:
     """Open image bytes with Pillow, turning every Pillow failure into a one-line error."""
     try:
         im = Image.open(io.BytesIO(data))
         im.load()
         return im
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UnsupportedImageError(f"{name}: cannot read image ({exc})") from None
+    except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
+        raise _read_failure(name, exc) from None
+
+
+def identify(path: str | os.PathLike[str], name: str) -> str | None:
+    """Open an image file's header only (fast) and say why it must be stored losslessly, or None.
+
+    Raises UnsupportedImageError for a file Pillow cannot identify; pixel data is not decoded, so
+    a file damaged past its header is only found when it is encoded.
+    """
+    try:
+        with Image.open(path) as im:
+            return lossless_reason(im)
+    except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:
+            raise  # the file itself cannot be read: the caller reports it as such
+        raise _read_failure(name, exc) from None
 
 
 def lossless_reason(im: Image.Image) -> str | None:
@@ -110,18 +142,44 @@ def to_pil(rgb: np.ndarray, gray: bool, alpha: np.ndarray | None, icc: bytes | N
     return base
 
 
-def encode_file(im: Image.Image, fmt: str, exif_hex: str | None = None) -> bytes:
-    """Write a decoded image in ``fmt``: lossless formats losslessly, JPEG at quality 95 4:4:4."""
+def check_file_meta(meta: dict, name: str) -> tuple[str, str, bytes | None]:
+    """Validate an IMAGE member's metadata: (format, mode, EXIF bytes or None), or CorruptArchiveError.
+
+    Only the formats aezip writes back, the coded modes and a well-formed, bounded EXIF block
+    get through; the archive is hostile input and its metadata reaches Pillow.
+    """
+    fmt, mode, exif_hex = meta.get("format", "PNG"), meta.get("mode"), meta.get("exif")
+    if not isinstance(fmt, str) or fmt not in WRITABLE_FORMATS:
+        raise CorruptArchiveError(f"{name}: metadata names a format aezip does not restore ({str(fmt)[:20]!r})")
+    if mode is not None and (not isinstance(mode, str) or mode not in CODED_MODES):
+        raise CorruptArchiveError(f"{name}: metadata names an unknown image mode ({str(mode)[:20]!r})")
+    if exif_hex is None:
+        return fmt, mode or "", None
+    if not isinstance(exif_hex, str) or len(exif_hex) > 2 * MAX_EXIF_BYTES:
+        raise CorruptArchiveError(f"{name}: metadata has an invalid or oversized EXIF block")
+    try:
+        exif = bytes.fromhex(exif_hex)
+    except ValueError:
+        raise CorruptArchiveError(f"{name}: metadata has an EXIF block that is not hex") from None
+    if not exif.startswith(_EXIF_PREFIXES):
+        raise CorruptArchiveError(f"{name}: metadata has an EXIF block without a TIFF header")
+    return fmt, mode or "", exif
+
+
+def encode_file(
+    im: Image.Image, fmt: str, exif_hex: str | bytes | None = None, jpeg_quality: int = DEFAULT_JPEG_QUALITY
+) -> bytes:
+    """Write a decoded image in ``fmt``: lossless formats losslessly, JPEG at ``jpeg_quality``, 4:4:4."""
     out = io.BytesIO()
     kwargs: dict = {}
     if im.info.get("icc_profile"):
         kwargs["icc_profile"] = im.info["icc_profile"]
     if exif_hex and fmt in {"PNG", "JPEG", "WEBP", "TIFF"}:
-        kwargs["exif"] = bytes.fromhex(exif_hex)
+        kwargs["exif"] = bytes.fromhex(exif_hex) if isinstance(exif_hex, str) else exif_hex
     if fmt == "JPEG":
         if im.mode in ("RGBA", "LA"):
             raise UnsupportedImageError("JPEG cannot hold alpha")
-        kwargs.update(quality=95, subsampling=0)
+        kwargs.update(quality=jpeg_quality, subsampling=0)
     elif fmt == "WEBP":
         kwargs.update(lossless=True, exact=True)
     elif fmt == "TIFF":

@@ -1,67 +1,197 @@
 """Folder tree ⇄ archive: what ``aezip pack``, ``unpack`` and ``verify`` do.
 
-Both directions are all-or-nothing. ``pack`` writes the archive through a temporary file that
-replaces the destination only when complete. ``unpack`` restores into a hidden staging folder
-beside the destination and moves files into place only after every member has decoded and
-passed its checks, so a corrupt archive never leaves a partial tree behind.
+Both directions are all-or-nothing. ``pack`` first walks the tree and opens every input (image
+headers included), so a bad file is reported in seconds, before any encoding; it then writes the
+archive through a temporary file that replaces the destination only when complete (and, unless
+asked to, never replaces an existing file). ``unpack`` checks the destination for files it would
+replace, restores into a hidden staging folder beside the destination and moves files into place
+only after every member has decoded and passed its checks, so a corrupt archive never leaves a
+partial tree behind.
+
+Link policy (also in README and docs/FORMAT.md): a symbolic link is stored as a link (its target
+text), never followed, when its target stays inside the source folder; links that point outside
+it (absolute, or with too many ``..``) are skipped and reported, as are sockets, FIFOs and device
+files. Empty folders are kept.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import posixpath
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aezip.archive import Archive, MemberPlan, add_file, iter_raw, output_name, render
-from aezip.codec import Codec
+from aezip.archive import Archive, MemberPlan, add_dir, add_file, add_link, iter_raw, output_name, render
+from aezip.codec import Codec, parse_header
 from aezip.container import ArchiveWriter, MemberInfo, MemberKind, validate_member_name
-from aezip.errors import AezipError, UnsafePathError
+from aezip.container.spec import validate_link_target
+from aezip.errors import AezipError, UnsafePathError, UnsupportedImageError
+from aezip.imagefile import DEFAULT_JPEG_QUALITY, identify, is_image_name
 
 Progress = Callable[[str], None]
+#: A decode batch holds at most this many images and, past its first image, this many pixels,
+#: so the progress bar moves about once a second or faster on a CPU.
 DECODE_BATCH = 16
+DECODE_BATCH_PIXELS = 1_000_000
+ON_ERROR = ("fail", "skip", "store")
+EXISTING = ("refuse", "replace", "skip")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing found under the source folder: a file (RAW kind: image or data), a link or an empty folder."""
+
+    name: str
+    path: Path
+    kind: MemberKind = MemberKind.RAW
+    target: str = ""
+
+
+@dataclass
+class Collected:
+    """What :func:`collect` found: entries to pack, things left out by policy, and inputs that failed."""
+
+    entries: list[Entry] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why): link/special-file policy
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (name, why): unreadable, bad name
+
+    @property
+    def files(self) -> int:
+        return sum(e.kind == MemberKind.RAW for e in self.entries)
 
 
 @dataclass
 class Summary:
-    """Counts and byte totals of a pack or unpack."""
+    """Counts, byte totals and the names left out or kept as is, of a pack, unpack or verify."""
 
     files: int = 0
     images: int = 0
+    links: int = 0
+    folders: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     members: list[MemberPlan] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why) not in the output
+    stored: list[tuple[str, str]] = field(default_factory=list)  # (name, why) unreadable images kept byte for byte
 
     @property
     def ratio(self) -> float:
         return self.bytes_in / self.bytes_out if self.bytes_out else 0.0
 
+    def count(self, kind: MemberKind) -> None:
+        """Count one member of ``kind``."""
+        if kind == MemberKind.LINK:
+            self.links += 1
+        elif kind == MemberKind.DIR:
+            self.folders += 1
+        else:
+            self.files += 1
+            self.images += kind == MemberKind.IMAGE
 
-def collect(src: Path, exclude: Path | None = None) -> list[tuple[str, Path]]:
-    """(member name, path) of every regular file under ``src`` (or ``src`` itself), sorted by name.
 
-    Symbolic links to files are stored as the file they point to; linked folders are not
-    followed (no loops). ``exclude`` (the archive being written) is skipped.
+def _link_entry(name: str, path: Path) -> tuple[Entry | None, str]:
+    """A LINK entry for the symlink at ``path``, or None and why it is skipped."""
+    target = os.readlink(path)
+    if target.startswith("/"):
+        return None, f"absolute link to {target}"
+    clean = "/".join(p for p in target.split("/") if p not in ("", "."))  # a//b and ./a mean the same
+    try:
+        return Entry(name, path, MemberKind.LINK, validate_link_target(name, clean)), ""
+    except UnsafePathError:
+        return None, f"link to {target} leads outside the source folder"
+
+
+def collect(src: Path, exclude: Path | None = None) -> Collected:
+    """Every file, link and empty folder under ``src`` (or ``src`` itself), sorted by name.
+
+    Links are never followed (see the module docstring for the policy). ``exclude`` (the archive
+    being written) and its temporary files are left out silently.
     """
+    found = Collected()
     if src.is_file():
-        return [(validate_member_name(src.name), src)]
+        found.entries.append(Entry(src.name, src))
+        return found
     if not src.is_dir():
         raise AezipError(f"no such file or folder: {src}")
     skip = exclude.resolve() if exclude else None
-    found = []
-    for root, dirs, files in os.walk(src):
+    folders: list[tuple[str, Path]] = []
+
+    def walk_error(exc: OSError) -> None:
+        rel = Path(exc.filename or src).relative_to(src).as_posix() if exc.filename else "."
+        found.problems.append((rel, f"cannot list folder: {exc.strerror or exc}"))
+
+    for root, dirs, files in os.walk(src, onerror=walk_error):
         dirs.sort()
-        for fname in files:
+        for fname in sorted(dirs + files):
             path = Path(root) / fname
-            if not path.is_file() or (skip and path.resolve() == skip):
-                continue
-            if skip and fname.startswith(f".{skip.name}.") and fname.endswith(".tmp"):
-                continue
             name = path.relative_to(src).as_posix()
-            found.append((validate_member_name(name), path))
-    return sorted(found)
+            try:
+                st = os.lstat(path)
+            except OSError as exc:
+                found.problems.append((name, exc.strerror or str(exc)))
+                continue
+            try:
+                validate_member_name(name)
+            except UnsafePathError as exc:
+                found.problems.append((name, str(exc)))
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                entry, why = _link_entry(name, path)
+                found.entries.append(entry) if entry else found.skipped.append((name, why))
+            elif stat.S_ISDIR(st.st_mode):
+                folders.append((name, path))
+            elif stat.S_ISREG(st.st_mode):
+                if skip and (path.resolve() == skip or (fname.startswith(f".{skip.name}.") and fname.endswith(".tmp"))):
+                    continue
+                found.entries.append(Entry(name, path))
+            else:
+                found.skipped.append((name, "not a regular file, link or folder"))
+    parents = {posixpath.dirname(e.name) for e in found.entries} | {posixpath.dirname(f) for f, _ in folders}
+    used = {prefix for name in parents for prefix in _prefixes(name)}  # folders with something under them
+    found.entries += [Entry(name, path, MemberKind.DIR) for name, path in folders if name not in used]
+    found.entries.sort(key=lambda e: e.name)
+    return found
+
+
+def _prefixes(folder: str) -> Iterator[str]:
+    """``a/b/c`` → ``a``, ``a/b``, ``a/b/c`` (nothing for the root ``""``)."""
+    parts = folder.split("/") if folder else []
+    for i in range(1, len(parts) + 1):
+        yield "/".join(parts[:i])
+
+
+def check_inputs(found: Collected) -> list[tuple[str, str, bool]]:
+    """Open every file and identify every image (headers only); (name, why, storable) per failure.
+
+    ``storable`` is True when the file can be read but is not a readable image (``--on-error store``
+    keeps it byte for byte), False when the file itself cannot be read or named.
+    """
+    failures = [(name, why, False) for name, why in found.problems]
+    for entry in found.entries:
+        if entry.kind != MemberKind.RAW:
+            continue
+        try:
+            if is_image_name(entry.name):
+                identify(entry.path, entry.name)
+            else:
+                with open(entry.path, "rb"):
+                    pass
+        except UnsupportedImageError as exc:
+            failures.append((entry.name, str(exc).removeprefix(entry.name + ": "), True))
+        except OSError as exc:
+            failures.append((entry.name, f"cannot read ({exc.strerror or exc})", False))
+    return failures
+
+
+def _too_many(problems: list[tuple[str, str]], what: str) -> str:
+    first, why = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{first}: {why}{more}; {what}"
 
 
 def pack(
@@ -69,121 +199,344 @@ def pack(
     out: Path,
     codec: Codec,
     progress: Progress | None = None,
-    files: list[tuple[str, Path]] | None = None,
+    files: Collected | None = None,
+    *,
+    on_error: str = "fail",
+    overwrite: bool = True,
 ) -> Summary:
     """Pack a folder (or one file) into ``out``; all or nothing.
 
-    ``files`` is :func:`collect`'s result when the caller already has it (e.g. to size a
-    progress bar), so the tree is walked once.
+    Every input is opened and every image identified before anything is encoded. ``on_error``
+    says what happens to an input that cannot be read: ``fail`` (the default) stops with an error,
+    ``skip`` leaves it out, ``store`` keeps an unreadable image byte for byte (files that cannot be
+    read at all are skipped); the summary names them. Without ``overwrite`` an existing ``out`` is
+    never replaced. ``files`` is :func:`collect`'s result when the caller already has it.
     """
-    files = collect(src, exclude=out) if files is None else files
-    if not files:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if not overwrite and os.path.lexists(out):
+        raise AezipError(f"{out} already exists (use --force to overwrite it)")
+    found = collect(src, exclude=out) if files is None else files
+    summary = Summary(skipped=list(found.skipped))
+    failures = check_inputs(found)
+    if failures and on_error == "fail":
+        raise AezipError(_too_many([(n, w) for n, w, _ in failures], "nothing was written (see --on-error)"))
+    storable = {name for name, _, ok in failures if ok and on_error == "store"}
+    for name, why, _ in failures:
+        if name in storable:
+            summary.stored.append((name, why))
+        else:
+            summary.skipped.append((name, why))
+    left_out = {name for name, _, _ in failures} - storable
+    entries = [e for e in found.entries if e.name not in left_out]
+    if not entries:
         raise AezipError(f"nothing to pack in {src}")
-    summary = Summary()
-    with ArchiveWriter(out) as writer:
-        for name, path in files:
-            try:
-                data = path.read_bytes()
-                st = path.stat()
-            except OSError as exc:
-                raise AezipError(f"cannot read {path}: {exc.strerror or exc}") from None
-            plan = add_file(writer, name, data, codec, mode=st.st_mode & 0o777, mtime_ns=st.st_mtime_ns)
-            summary.members.append(plan)
-            summary.files += 1
-            summary.images += plan.kind == MemberKind.IMAGE
+    with ArchiveWriter(out, overwrite=overwrite) as writer:
+        for entry in entries:
+            plan = _add_entry(writer, entry, codec, on_error, summary)
+            if plan is not None:
+                summary.members.append(plan)
+                summary.count(plan.kind)
             if progress:
-                progress(name)
+                progress(entry.name)
     summary.bytes_in = sum(p.original_size for p in summary.members)
     summary.bytes_out = out.stat().st_size
     return summary
 
 
-def _target(root: Path, relative: str) -> Path:
-    """Path under ``root`` for a member, refusing anything that would land outside it."""
+def _add_entry(writer: ArchiveWriter, entry: Entry, codec: Codec, on_error: str, summary: Summary) -> MemberPlan | None:
+    """Add one entry; an input that fails only now (damaged past its header) follows ``on_error``."""
+    try:
+        st = os.lstat(entry.path)
+        if entry.kind == MemberKind.LINK:
+            return add_link(writer, entry.name, entry.target, mtime_ns=st.st_mtime_ns)
+        if entry.kind == MemberKind.DIR:
+            return add_dir(writer, entry.name, mode=st.st_mode & 0o777, mtime_ns=st.st_mtime_ns)
+        data = entry.path.read_bytes()
+        st = entry.path.stat()
+    except OSError as exc:
+        if on_error == "fail":
+            raise AezipError(f"cannot read {entry.path}: {exc.strerror or exc}") from None
+        summary.skipped.append((entry.name, f"cannot read ({exc.strerror or exc})"))
+        return None
+    try:
+        plan = add_file(
+            writer,
+            entry.name,
+            data,
+            codec,
+            mode=st.st_mode & 0o777,
+            mtime_ns=st.st_mtime_ns,
+            keep_unreadable=on_error == "store",
+        )
+    except UnsupportedImageError as exc:
+        if on_error == "fail":
+            raise
+        summary.skipped.append((entry.name, str(exc).removeprefix(entry.name + ": ")))
+        return None
+    unreadable = "lossless: unreadable image: "
+    if plan.note.startswith(unreadable) and all(name != entry.name for name, _ in summary.stored):
+        summary.stored.append((entry.name, plan.note.removeprefix(unreadable)))  # damaged past its header
+    return plan
+
+
+def _target(root: Path, relative: str, made: set[Path] | None = None) -> Path:
+    """Path under ``root`` for a member, creating its folders one by one and refusing any escape."""
     validate_member_name(relative)
-    target = root / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.parent.resolve().is_relative_to(root.resolve()):
+    parts = relative.split("/")
+    folder = root
+    for part in parts[:-1]:
+        folder = folder / part
+        if made is not None and folder in made:
+            continue
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            pass
+        if made is not None:
+            made.add(folder)
+    if not folder.resolve().is_relative_to(root.resolve()):
         raise UnsafePathError(f"{relative}: would be written outside the destination")
-    return target
+    return folder / parts[-1]
 
 
-def _decoded_files(archive: Archive, fmt: str) -> Iterator[tuple[MemberInfo, Iterator[bytes] | bytes]]:
-    """Each member with its restored bytes (RAW members as a chunk stream), images in batches."""
-    members = archive.members
-    for start in range(0, len(members), DECODE_BATCH):
-        chunk = members[start : start + DECODE_BATCH]
+def _batches(archive: Archive, members: list[MemberInfo]) -> Iterator[list[MemberInfo]]:
+    """Consecutive members in groups whose images are decoded in one call (bounded count and pixels)."""
+    batch: list[MemberInfo] = []
+    pixels = 0
+    for m in members:
+        if m.kind == MemberKind.IMAGE:
+            header, _ = parse_header(archive.payload(m.name))
+            size = header.width * header.height
+            if batch and (pixels + size > DECODE_BATCH_PIXELS or len(batch) >= DECODE_BATCH):
+                yield batch
+                batch, pixels = [], 0
+            pixels += size
+        batch.append(m)
+    if batch:
+        yield batch
+
+
+def _decoded_files(
+    archive: Archive, fmt: str, members: list[MemberInfo], jpeg_quality: int = DEFAULT_JPEG_QUALITY
+) -> Iterator[tuple[MemberInfo, Iterator[bytes] | bytes | str | None]]:
+    """Each member with what it restores to: bytes (image), a chunk stream (RAW), a target (LINK), None (DIR)."""
+    for chunk in _batches(archive, members):
         images = [m for m in chunk if m.kind == MemberKind.IMAGE]
-        decoded = dict(zip((m.name for m in images), archive.decode([m.name for m in images]), strict=True))
+        pixels = archive.codec.decode_many([archive.payload(m.name) for m in images]) if images else []
+        decoded = dict(zip((m.name for m in images), pixels, strict=True))
         for m in chunk:
             if m.kind == MemberKind.IMAGE:
-                yield m, render(m, decoded[m.name], fmt)
+                yield m, render(m, decoded.pop(m.name), fmt, jpeg_quality)
+            elif m.kind == MemberKind.LINK:
+                yield m, archive.link_target(m.name)
+            elif m.kind == MemberKind.DIR:
+                yield m, None
             else:
                 yield m, iter_raw(archive.payload(m.name), m.original_size, m.name)
 
 
-def unpack(archive: Archive, dest: Path, fmt: str = "original", progress: Progress | None = None) -> Summary:
-    """Restore every member under ``dest``; all or nothing (see module docstring)."""
+def _conflicts(archive: Archive, dest: Path, fmt: str) -> tuple[list[str], list[str]]:
+    """(member outputs that exist in ``dest`` and would be replaced, outputs that can never be written there)."""
+    replace: list[str] = []
+    blocked: list[str] = []
+    if not dest.exists():
+        return replace, blocked
+    checked: set[str] = set()
+    for m in archive.members:
+        name = output_name(m, fmt)
+        for folder in _prefixes(posixpath.dirname(name)):
+            if folder not in checked:
+                checked.add(folder)
+                path = dest / folder
+                if os.path.lexists(path) and not path.is_dir():
+                    blocked.append(f"{folder} exists and is not a folder")
+                elif path.is_symlink() and not path.resolve().is_relative_to(dest.resolve()):
+                    blocked.append(f"{folder} is a link that leads outside {dest}")
+        path = dest / name
+        if not os.path.lexists(path):
+            continue
+        is_dir = path.is_dir() and not path.is_symlink()
+        if m.kind == MemberKind.DIR:
+            if not is_dir:
+                blocked.append(f"{name} exists and is not a folder")
+        elif is_dir:
+            blocked.append(f"{name} is a folder")
+        else:
+            replace.append(name)
+    return replace, blocked
+
+
+def _names(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def unpack(
+    archive: Archive,
+    dest: Path,
+    fmt: str = "original",
+    progress: Progress | None = None,
+    *,
+    existing: str = "refuse",
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+) -> Summary:
+    """Restore every member under ``dest``; all or nothing (see module docstring).
+
+    ``existing`` says what to do when members would replace files already in ``dest``:
+    ``refuse`` (the default: an error naming the first few, nothing written), ``replace`` them, or
+    ``skip`` those members. A folder is never replaced by a file, nor a file by a folder.
+    """
+    if existing not in EXISTING:
+        raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
     names = [output_name(m, fmt) for m in archive.members]
     if len(set(names)) != len(names):
         raise AezipError("two members would be restored to the same file name; use --format original")
+    if dest.exists() and not dest.is_dir():
+        raise AezipError(f"destination exists and is not a folder: {dest}")
+    replace, blocked = _conflicts(archive, dest, fmt)
+    if blocked:
+        raise AezipError(f"cannot restore into {dest}: {_names(blocked)}")
+    if replace and existing == "refuse":
+        raise AezipError(
+            f"{len(replace)} file{'s' if len(replace) != 1 else ''} would be replaced in {dest}: {_names(replace)}; "
+            "use --force to replace or --skip-existing to keep them"
+        )
+    keep = set(replace) if existing == "skip" else set()
+    members = [m for m in archive.members if output_name(m, fmt) not in keep]
+    summary = Summary(skipped=[(name, "exists") for name in replace if name in keep])
     dest_parent = dest.resolve().parent
     dest_parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".aezip-tmp", dir=dest_parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)
-    summary = Summary()
+    staging: Path | None = None
     try:
-        for info, content in _decoded_files(archive, fmt):
-            target = _target(staging, output_name(info, fmt))
-            with open(target, "wb") as fh:
-                if isinstance(content, bytes):
-                    fh.write(content)
-                    written = len(content)
-                else:
-                    written = 0
-                    for piece in content:
-                        fh.write(piece)
-                        written += len(piece)
-            os.chmod(target, info.mode & 0o777 or 0o644)
-            if info.mtime_ns:
-                os.utime(target, ns=(info.mtime_ns, info.mtime_ns))
-            summary.files += 1
-            summary.images += info.kind == MemberKind.IMAGE
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".aezip-tmp", dir=dest_parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
+        made: set[Path] = set()
+        folders: list[tuple[Path, MemberInfo]] = []
+        for info, content in _decoded_files(archive, fmt, members, jpeg_quality):
+            rel = output_name(info, fmt)
+            try:
+                written = _restore(_target(staging, rel, made), info, content, folders)
+            except OSError as exc:
+                raise OSError(exc.errno or errno.EIO, exc.strerror or str(exc), str(dest / rel)) from None
+            summary.count(info.kind)
             summary.bytes_out += written
             if progress:
                 progress(info.name)
-        _commit(staging, dest)
+        _set_folder_times(folders)
+        _commit(staging, dest, [output_name(m, fmt) for m in members], existing)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            remove_tree(staging)
     summary.bytes_in = os.path.getsize(archive.path)
     return summary
 
 
-def _commit(staging: Path, dest: Path) -> None:
-    """Move the staged tree into ``dest`` (a rename when ``dest`` does not exist yet)."""
+def walk_tree(root: Path) -> list[Path]:
+    """Every path under ``root``, parents before children, without recursion (names may be 1,000 folders deep)."""
+    found: list[Path] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            found.append(path)
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(path)
+    return found
+
+
+def remove_tree(root: Path) -> None:
+    """Delete ``root`` and everything under it, best effort, without recursion; links are removed, not followed."""
+    if not os.path.lexists(root):
+        return
+    for path in reversed([root, *walk_tree(root)]):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def _restore(target: Path, info: MemberInfo, content: Iterator[bytes] | bytes | str | None, folders: list) -> int:
+    """Write one member at ``target``; returns the bytes written."""
+    if info.kind == MemberKind.DIR:
+        os.makedirs(target, exist_ok=True)
+        folders.append((target, info))
+        return 0
+    if info.kind == MemberKind.LINK:
+        assert isinstance(content, str)
+        os.symlink(content, target)
+        if info.mtime_ns and os.utime in os.supports_follow_symlinks:
+            os.utime(target, ns=(info.mtime_ns, info.mtime_ns), follow_symlinks=False)
+        return 0
+    written = 0
+    with open(target, "wb") as fh:
+        if isinstance(content, bytes):
+            fh.write(content)
+            written = len(content)
+        else:
+            assert content is not None and not isinstance(content, str)
+            for piece in content:
+                fh.write(piece)
+                written += len(piece)
+    os.chmod(target, info.mode & 0o777 or 0o644)
+    if info.mtime_ns:
+        os.utime(target, ns=(info.mtime_ns, info.mtime_ns))
+    return written
+
+
+def _set_folder_times(folders: list[tuple[Path, MemberInfo]]) -> None:
+    """Give restored folders their mode and mtime, deepest first (after their contents are written)."""
+    for path, info in reversed(folders):
+        os.chmod(path, info.mode & 0o777 or 0o755)
+        if info.mtime_ns:
+            os.utime(path, ns=(info.mtime_ns, info.mtime_ns))
+
+
+def _commit(staging: Path, dest: Path, names: list[str], existing: str) -> None:
+    """Move the staged members into ``dest`` (one rename when ``dest`` does not exist yet)."""
     if not dest.exists():
         os.rename(staging, dest)
         return
-    if not dest.is_dir():
-        raise AezipError(f"destination exists and is not a folder: {dest}")
-    for root, _, files in os.walk(staging):
-        for fname in files:
-            src = Path(root) / fname
-            rel = src.relative_to(staging).as_posix()
-            os.replace(src, _target(dest, rel))
+    made: set[Path] = set()
+    for rel in names:
+        src = staging / rel
+        target = _target(dest, rel, made)
+        if src.is_dir() and not src.is_symlink():
+            if not target.is_dir():
+                os.mkdir(target)
+                shutil.copystat(src, target)
+            continue
+        if os.path.lexists(target) and existing == "skip":
+            continue
+        os.replace(src, target)
 
 
 def verify(archive: Archive, progress: Progress | None = None) -> Summary:
-    """Check every checksum and that every member decodes; raises on the first failure.
+    """Check every checksum and that every member restores; raises on the first failure.
 
-    Each payload's crc32 is checked as it is read (``ArchiveReader.read_payload``)."""
+    Each payload's crc32 is checked as it is read (``ArchiveReader.read_payload``); RAW members
+    also pass zstd's content checksum, links their target rules, images their metadata checks.
+    """
     summary = Summary()
-    for info, content in _decoded_files(archive, "original"):
-        size = len(content) if isinstance(content, bytes) else sum(len(c) for c in content)
-        summary.files += 1
-        summary.images += info.kind == MemberKind.IMAGE
+    for info, content in _decoded_files(archive, "original", archive.members):
+        if isinstance(content, bytes):
+            size = len(content)
+        elif content is None or isinstance(content, str):
+            size = 0
+        else:
+            size = sum(len(c) for c in content)
+        summary.count(info.kind)
         summary.bytes_out += size
         if progress:
             progress(info.name)

@@ -203,7 +203,7 @@ def test_failed_pack_keeps_existing_archive(tmp_path: Path, runner: CliRunner) -
     (src / "broken.png").write_bytes(b"junk")
     out = tmp_path / "out.aez"
     out.write_bytes(b"previous archive")
-    assert runner.invoke(main, ["pack", str(src), str(out)]).exit_code == 1
+    assert runner.invoke(main, ["pack", str(src), str(out), "--force"]).exit_code == 1
     assert out.read_bytes() == b"previous archive"
 
 
@@ -211,7 +211,7 @@ def test_archive_inside_source_is_not_packed_into_itself(tmp_path: Path, runner:
     (tmp_path / "a.txt").write_text("x")
     out = tmp_path / "self.aez"
     assert runner.invoke(main, ["pack", str(tmp_path), str(out)]).exit_code == 0
-    assert runner.invoke(main, ["pack", str(tmp_path), str(out)]).exit_code == 0
+    assert runner.invoke(main, ["pack", str(tmp_path), str(out), "--force"]).exit_code == 0
     assert [m.name for m in aezip.open(str(out)).members] == ["a.txt"]
 
 
