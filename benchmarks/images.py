@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from aezip.container import MemberKind
 from aezip.imagefile import is_image_name, lossless_reason, open_image
 from aezip.pack import collect
 
@@ -51,7 +52,7 @@ class BenchImage:
 
 def image_files(folder: Path) -> list[tuple[str, Path]]:
     """(name, path) of the files under ``folder`` that aezip treats as images, in pack order."""
-    return [(name, path) for name, path in collect(folder) if is_image_name(name)]
+    return [(e.name, e.path) for e in collect(folder).entries if e.kind == MemberKind.RAW and is_image_name(e.name)]
 
 
 def load_images(folder: Path, workdir: Path, limit: int | None = None) -> list[BenchImage]:

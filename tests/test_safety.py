@@ -301,6 +301,10 @@ def test_thousand_folder_deep_name_is_a_clean_result(tmp_path: Path, runner: Cli
     unpack = runner.invoke(main, ["unpack", str(arc), str(tmp_path / "dest")])
     assert verify.exit_code == 0 and unpack.exit_code == 0, unpack.output
     assert (tmp_path / "dest" / name).read_bytes() == b"a"
+    from aezip.pack import remove_tree
+
+    remove_tree(tmp_path / "dest")  # pytest's own cleanup would recurse 1,000 levels deep
+    assert not (tmp_path / "dest").exists()
 
 
 # Hostile archives: stored files, metadata
