@@ -32,6 +32,7 @@ from torchvision import transforms
 from aezip.codec import Codec
 from aezip.dataset import ImageArchiveDataset, to_tensor
 from aezip.imagefile import is_image_name
+from aezip.metrics import psnr
 from aezip.pack import pack
 
 
@@ -60,11 +61,6 @@ class JpegFolder(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         with Image.open(self.paths[i]) as im:
             return self.transform(to_tensor(im.convert("RGB")))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
 def jpeg_bytes(image: Image.Image, quality: int) -> bytes:

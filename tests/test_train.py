@@ -59,6 +59,20 @@ def test_loss_falls(folders: tuple[Path, Path], tmp_path: Path) -> None:
     losses = _losses(options.log_path)
     assert len(losses) == 15
     assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
+    card = json.loads(options.out.with_name(options.out.name + ".json").read_text())
+    # Gains learn at 10x the base rate: in 150 steps they leave their initial ramp.
+    assert card["diagnosis"]["gains"][0]["log_gain_moved"] > 0.05
+
+
+def test_mixed_quality_batches_are_balanced_and_sorted() -> None:
+    import torch
+
+    from aezip.train.trainer import mixed_qualities
+
+    gen = torch.Generator().manual_seed(0)
+    assert mixed_qualities(16, 8, gen).tolist() == [q for q in range(8) for _ in range(2)]
+    odd = mixed_qualities(11, 8, gen)
+    assert odd.tolist() == sorted(odd.tolist()) and set(range(8)) <= set(odd.tolist())
 
 
 def test_card_records_the_run(trained: Path) -> None:
@@ -69,6 +83,9 @@ def test_card_records_the_run(trained: Path) -> None:
     assert [row["quality"] for row in card["validation"]] == list(range(1, 9))
     assert all(row["bpp_ans"] > 0 and row["psnr"] > 0 for row in card["validation"])
     assert {row["source"] for row in card["entropy_tables"]} <= {"prior", "histogram"}
+    ceiling = card["diagnosis"]["ceiling_psnr"]
+    assert set(ceiling) == {"quality_1_gains", "quality_8_gains"} and all(v > 0 for v in ceiling.values())
+    assert [g["quality"] for g in card["diagnosis"]["gains"]] == list(range(1, 9))
     from aezip.model.weights import load_model
 
     assert card["sha256"] == load_model(trained).sha256

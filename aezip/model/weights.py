@@ -37,6 +37,7 @@ class LoadedModel:
     sha256: str
     metadata: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    name: str | None = None  # set for the models aezip ships (``aezip.model.registry``)
 
     @property
     def model_id(self) -> bytes:

@@ -13,7 +13,6 @@ import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,11 +21,11 @@ from aezip.entropy.tables import CdfTables
 from aezip.model.autoencoder import Autoencoder
 from aezip.model.weights import load_model, model_to_bytes
 from aezip.train.data import CropSampler, list_images, load_rgb
-
-if TYPE_CHECKING:
-    from aezip.train.trainer import TrainOptions, TrainState
+from aezip.train.diagnose import diagnose
+from aezip.train.options import TrainOptions, TrainState
 
 TABLE_RANGE = 512  # tabulate values -512..512 before trimming the tails
+DIAGNOSIS_IMAGES = 8  # validation images for the card's ceiling figures (aezip.train.diagnose)
 
 
 def latents_of(net: Autoencoder, images: list[torch.Tensor], quality_index: int) -> list[np.ndarray]:
@@ -87,6 +86,7 @@ def export_model(
     val_paths = list_images(options.val)[: options.val_limit] if options.val else []
     eval_images = [torch.from_numpy(load_rgb(p).copy()).permute(2, 0, 1) for p in val_paths] or train_images[:32]
     tables, table_report = build_tables(net, train_images, eval_images)
+    diagnosis = diagnose(net, [img.permute(1, 2, 0).numpy() for img in eval_images[:DIAGNOSIS_IMAGES]])
     history = [*state.history, options.command]
     card: dict = {
         "architecture": json.loads(net.config.to_json()),
@@ -104,6 +104,7 @@ def export_model(
         "command": options.command,
         "history": history,
         "entropy_tables": table_report,
+        "diagnosis": diagnosis,
         "exported": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     metadata = {

@@ -7,8 +7,6 @@ per pixel of the noisy latents.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.nn import functional as F
 
@@ -42,8 +40,3 @@ def rd_loss(
     """
     d = per_image_distortion(x_hat, x, kind)
     return (lam * 255.0**2 * d).mean() + bpp.mean()
-
-
-def psnr_from_mse(mse: float) -> float:
-    """PSNR in dB of pixels in [0, 1]."""
-    return 10.0 * math.log10(1.0 / max(mse, 1e-12))

@@ -18,10 +18,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shlex
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -29,67 +27,14 @@ from safetensors.torch import load_file, save_file
 
 from aezip.codec import pick_device
 from aezip.errors import AezipError
+from aezip.metrics import psnr_from_mse
 from aezip.model.autoencoder import Autoencoder
-from aezip.model.config import DEFAULT_LAMBDAS, ModelConfig
+from aezip.model.config import ModelConfig
 from aezip.model.weights import load_model
 from aezip.train.data import CropSampler
-from aezip.train.loss import per_image_distortion, psnr_from_mse, rd_loss
-
-PRIOR_LR_SCALE = 10.0
-GAIN_LR_SCALE = 10.0
-EMA_DECAY = 0.999
-
-
-@dataclass
-class TrainOptions:
-    """Every setting of a run; recorded verbatim in the model card."""
-
-    data: Path
-    out: Path
-    val: Path | None = None
-    steps: int = 100_000
-    minutes: float | None = None
-    batch: int = 16
-    crop: int = 128
-    lr: float = 1e-4
-    lr_drop_at: float = 0.8
-    clip: float = 1.0
-    levels: int = 4
-    channels: int = 128
-    bottleneck: int = 320
-    rescale: float = 0.25
-    ema: float = EMA_DECAY
-    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
-    loss: str = "mse"
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    init: Path | None = None
-    checkpoint_minutes: float = 5.0
-    log_every: int = 50
-    val_limit: int | None = None
-    threads: int | None = None
-    progress: bool = True
-    command: str = field(default_factory=lambda: shlex.join(["aezip", *sys.argv[1:]]))
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out.with_name(self.out.name + ".ckpt")
-
-    @property
-    def log_path(self) -> Path:
-        return self.out.with_name(self.out.name + ".log.jsonl")
-
-
-@dataclass
-class TrainState:
-    """Counters that survive a resume; ``prior_*`` come from an ``--init`` model's card."""
-
-    step: int = 0
-    seconds: float = 0.0
-    prior_steps: int = 0
-    prior_seconds: float = 0.0
-    history: list[str] = field(default_factory=list)
+from aezip.train.export import export_model
+from aezip.train.loss import per_image_distortion, rd_loss
+from aezip.train.options import GAIN_LR_SCALE, PRIOR_LR_SCALE, TrainOptions, TrainState
 
 
 def _save_checkpoint(
@@ -199,8 +144,6 @@ def mixed_qualities(batch: int, qualities: int, generator: torch.Generator) -> t
 
 def train(options: TrainOptions) -> Path:
     """Run (or resume) training, then export the model file and its card; returns the model path."""
-    from aezip.train.export import export_model
-
     device = pick_device(options.device)
     if options.threads:
         torch.set_num_threads(options.threads)

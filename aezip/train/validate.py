@@ -10,14 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from aezip.metrics import psnr
 from aezip.model.weights import LoadedModel
 from aezip.train.data import load_rgb
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images (8-bit RGB scale)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
 def validate(
