@@ -25,7 +25,7 @@ def unquantized_psnr(net: Autoencoder, images: list[np.ndarray], quality_index: 
     scores = []
     for rgb in images:
         h, w = rgb.shape[:2]
-        x = torch.from_numpy(rgb).to(device).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
+        x = torch.from_numpy(np.array(rgb)).to(device).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
         y = net.analyze(pad_to_multiple(x, net.config.stride), quality_index)
         x_hat = net.synthesize(y, quality_index)[0, :, :h, :w]
         out = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
