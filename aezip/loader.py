@@ -1,0 +1,526 @@
+"""Training from archives at scale: distributed, resumable batches, with optional decode on the GPU.
+
+:class:`ArchiveLoader` is the entry point::
+
+    loader = ArchiveLoader(["a.aez", "b.aez"], batch_size=64, num_workers=4, seed=0)
+    for epoch in range(start_epoch, epochs):
+        loader.set_epoch(epoch)
+        for images in loader:
+            ...
+            checkpoint["loader"] = loader.state_dict()
+
+The order is a pure function of ``(seed, epoch)`` (see :mod:`aezip.sampling`): the same for any
+number of DataLoader workers, split evenly over ranks, resumable mid-epoch on any world size.
+
+Two decode paths:
+
+* ``decode_device=None`` (default): workers decode whole images on the CPU and collate them,
+  exactly as ``ImageArchiveDataset`` items;
+* ``decode_device="cuda"`` (or ``"cpu"``, the same code on the CPU): workers only read and
+  entropy-decode latents (integer work, no CUDA in forked workers); the main process copies the
+  collated latents to the device (pinned memory, non-blocking) and runs the synthesis there, in
+  one pass per latent shape; ``mode`` and ``transform`` then run on the device tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate, get_worker_info
+
+from aezip.codec import FLAG_ALPHA, FLAG_GRAY, Codec
+from aezip.container import MemberKind
+from aezip.dataset import DEFAULT_MAX_BATCH_PIXELS, ImageArchiveDataset, Target, Transform, to_tensor
+from aezip.errors import AezipError
+from aezip.sampling import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_WINDOW,
+    DistributedBlockSampler,
+    epoch_order,
+    rank_share,
+)
+
+PathLike = str | os.PathLike[str]
+Sources = PathLike | ImageArchiveDataset | Sequence[PathLike | ImageArchiveDataset]
+DEVICE_MODES = ("L", "LA", "RGB", "RGBA")
+
+
+class ShardedImageDataset(Dataset):
+    """Map-style view of the images of several archives (shards) as one dataset, in source order.
+
+    Item ``i`` is item ``i - offsets[k]`` of source ``k``; ``counts`` are the sources' sizes, the
+    input of :mod:`aezip.sampling`. ``sources`` are archive paths (opened with ``options``, the
+    keyword arguments of :class:`aezip.ImageArchiveDataset`) or datasets already opened.
+    """
+
+    def __init__(self, sources: Sources, **options: Any) -> None:
+        if isinstance(sources, (str, os.PathLike, ImageArchiveDataset)):
+            sources = [sources]
+        self.datasets = [
+            s if isinstance(s, ImageArchiveDataset) else ImageArchiveDataset(s, **options) for s in sources
+        ]
+        if not self.datasets:
+            raise AezipError("no sources given")
+        self.counts = [len(d) for d in self.datasets]
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __repr__(self) -> str:
+        return f"ShardedImageDataset(sources={len(self.datasets)}, images={len(self)})"
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(source, item within the source) of a global index."""
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images")
+        index %= n
+        source = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return source, index - int(self.offsets[source])
+
+    def name(self, index: int) -> tuple[str, str]:
+        """(archive path, member name) of a global index."""
+        source, local = self.locate(index)
+        ds = self.datasets[source]
+        return ds.archive.path, ds._members[local].name
+
+    def grouped(self, indices: Sequence[int]) -> list[tuple[int, list[int], list[int]]]:
+        """``indices`` by source: (source, positions in ``indices``, items within the source)."""
+        groups: dict[int, tuple[list[int], list[int]]] = {}
+        for pos, index in enumerate(indices):
+            source, local = self.locate(int(index))
+            positions, locals_ = groups.setdefault(source, ([], []))
+            positions.append(pos)
+            locals_.append(local)
+        return [(source, p, loc) for source, (p, loc) in groups.items()]
+
+    def get_batch(self, indices: Sequence[int]) -> list[Any]:
+        """Items at global ``indices``, one batched decode per source."""
+        out: list[Any] = [None] * len(indices)
+        for source, positions, locals_ in self.grouped(indices):
+            for pos, item in zip(positions, self.datasets[source].get_batch(locals_), strict=True):
+                out[pos] = item
+        return out
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        return self.get_batch(indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.get_batch([index])[0]
+
+
+@dataclass
+class LatentGroup:
+    """Latents of equal (model, quality, shape) from one batch, stacked: (B, C, h, w) int32."""
+
+    model_id: bytes
+    quality: int
+    latents: torch.Tensor
+    positions: list[int]
+    sizes: list[tuple[int, int]]  # (height, width) per image
+    gray: list[bool]
+    alpha: list[torch.Tensor | None]
+
+
+@dataclass
+class LatentBatch:
+    """A batch as workers hand it over for device decoding (see the module docstring).
+
+    ``ready`` holds items that need no synthesis (losslessly stored images, already tensors);
+    ``targets`` the targets by position when the dataset has a ``target``.
+    """
+
+    size: int
+    groups: list[LatentGroup] = field(default_factory=list)
+    ready: dict[int, torch.Tensor] = field(default_factory=dict)
+    targets: list[Any] | None = None
+
+    def pin_memory(self) -> LatentBatch:
+        """Page-lock the tensors (DataLoader's ``pin_memory`` thread calls this), for non-blocking copies."""
+        for g in self.groups:
+            g.latents = g.latents.pin_memory()
+            g.alpha = [a.pin_memory() if a is not None else None for a in g.alpha]
+        self.ready = {k: v.pin_memory() for k, v in self.ready.items()}
+        return self
+
+
+def read_latents(dataset: ShardedImageDataset, indices: Sequence[int], mode: str | None) -> LatentBatch:
+    """Worker side of device decoding: read and entropy-decode the latents of ``indices``."""
+    batch = LatentBatch(size=len(indices))
+    targets: list[Any] = [None] * len(indices)
+    has_target = False
+    groups: dict[tuple, tuple[list, list[int], list, list, list]] = {}
+    for source, positions, locals_ in dataset.grouped(indices):
+        ds = dataset.datasets[source]
+        for pos, local in zip(positions, locals_, strict=True):
+            info = ds._members[local]
+            if ds.target is not None:
+                targets[pos] = ds.target(info.name, ds)
+                has_target = True
+            if info.kind != MemberKind.IMAGE:
+                image = ds.archive.image(info.name)
+                if mode is not None and image.mode != mode:
+                    image = image.convert(mode)
+                batch.ready[pos] = to_tensor(image)
+                continue
+            header, model, latents, (alpha, _icc) = ds.codec._parse(ds.archive.payload(info.name))
+            key = (model.model_id, header.quality, header.latent_shape)
+            lat, where, sizes, gray, alphas = groups.setdefault(key, ([], [], [], [], []))
+            lat.append(latents)
+            where.append(pos)
+            sizes.append((header.height, header.width))
+            gray.append(bool(header.flags & FLAG_GRAY))
+            alphas.append(torch.from_numpy(alpha) if header.flags & FLAG_ALPHA and alpha is not None else None)
+    for (model_id, quality, _), (lat, where, sizes, gray, alphas) in groups.items():
+        stacked = torch.from_numpy(np.stack(lat).astype(np.int32, copy=False))
+        batch.groups.append(LatentGroup(model_id, quality, stacked, where, sizes, gray, alphas))
+    batch.targets = targets if has_target else None
+    return batch
+
+
+def convert_mode(pixels: torch.Tensor, source: str, target: str) -> torch.Tensor:
+    """uint8 (C, H, W) pixels from one of L, LA, RGB, RGBA to another, as ``PIL.Image.convert`` does."""
+    if source == target:
+        return pixels
+    if target not in DEVICE_MODES:
+        raise AezipError(f"mode {target!r} is not available with decode_device; use one of {', '.join(DEVICE_MODES)}")
+    color = pixels[:3] if source in ("RGB", "RGBA") else pixels[:1]
+    alpha = pixels[-1:] if source in ("LA", "RGBA") else torch.full_like(pixels[:1], 255)
+    if target in ("L", "LA") and color.shape[0] == 3:
+        r, g, b = color.to(torch.int32).unbind(0)
+        color = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(0)
+    elif target in ("RGB", "RGBA") and color.shape[0] == 1:
+        color = color.expand(3, -1, -1)
+    return torch.cat([color, alpha]) if target in ("LA", "RGBA") else color.contiguous()
+
+
+class DeviceDecoder:
+    """Main-process side of device decoding: synthesis of a :class:`LatentBatch` on ``device``.
+
+    Produces the same tensors as the CPU path (float32 (C, H, W) in [0, 1], C by the image's
+    mode), up to the float rounding of the synthesis on that device.
+    """
+
+    def __init__(
+        self,
+        device: str = "cuda",
+        models: Sequence[str | Path] | None = None,
+        max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
+        precision: str = "fp32",
+    ) -> None:
+        self.codec = Codec(device=device, models=list(models or []), precision=precision)
+        self.device = self.codec.device
+        self.max_batch_pixels = max_batch_pixels
+
+    def __call__(self, batch: LatentBatch, mode: str | None = None) -> list[torch.Tensor]:
+        """The images of ``batch`` on the device, in batch order, converted to ``mode`` if given."""
+        out: list[torch.Tensor | None] = [None] * batch.size
+        for pos, tensor in batch.ready.items():
+            out[pos] = tensor.to(self.device, non_blocking=True)
+        codec = self.codec
+        for g in batch.groups:
+            model = codec.store.get(g.model_id)
+            net = codec._net(model)
+            _, _, lh, lw = g.latents.shape
+            step = max(1, self.max_batch_pixels // (lh * lw * model.config.stride**2))
+            for start in range(0, len(g.positions), step):
+                lat = g.latents[start : start + step].to(self.device, non_blocking=True)
+                with torch.inference_mode(), codec._autocast():
+                    x_hat = net.synthesize(lat.float(), g.quality - 1)
+                with torch.inference_mode():
+                    pixels = x_hat.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+                for k in range(pixels.shape[0]):
+                    i = start + k
+                    h, w = g.sizes[i]
+                    rgb = pixels[k, :, :h, :w]
+                    own = "RGB"
+                    if g.gray[i]:
+                        rgb = rgb.float().mean(0, keepdim=True).round_().to(torch.uint8)
+                        own = "L"
+                    alpha = g.alpha[i]
+                    if alpha is not None:
+                        rgb = torch.cat([rgb, alpha.to(self.device, non_blocking=True).unsqueeze(0)])
+                        own += "A"
+                    if mode is not None:
+                        rgb = convert_mode(rgb, own, mode)
+                    out[g.positions[i]] = rgb.float().div_(255.0)
+        return [t for t in out if t is not None]
+
+
+class ArchiveStream(IterableDataset):
+    """This rank's batches of an epoch, for ``DataLoader(stream, batch_size=None)``.
+
+    Batch ``j`` of the rank's share (see :mod:`aezip.sampling`) is made by worker
+    ``j % num_workers``, so a DataLoader yields the batches in the same order for any number of
+    workers. The (seed, epoch, position) to iterate live in shared memory, so persistent workers
+    see :meth:`set_position` from the main process. Implements ``state_dict``/``load_state_dict``
+    for torchdata's ``StatefulDataLoader`` (per worker: the batches it yielded).
+    """
+
+    def __init__(
+        self,
+        dataset: ShardedImageDataset,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        uneven: str = "wrap",
+        drop_last: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        window: int = DEFAULT_WINDOW,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        latents: bool = False,
+        mode: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise AezipError("batch_size must be positive")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rank, self.world_size = rank, world_size
+        self.uneven = uneven
+        self.drop_last = drop_last
+        self.block_size, self.window = block_size, window
+        self.collate_fn = collate_fn or default_collate
+        self.latents = latents
+        self.mode = mode
+        self._control = torch.tensor([seed, 0, 0], dtype=torch.int64).share_memory_()
+        self._skip = 0
+        self._current = (seed, 0, 0)
+        self._yielded = 0
+
+    def set_position(self, seed: int, epoch: int, position: int) -> None:
+        """Iterate epoch ``epoch`` of ``seed`` from global position ``position`` from the next ``iter()`` on."""
+        self._control.copy_(torch.tensor([seed, epoch, position], dtype=torch.int64))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Iterate ``epoch`` from its start from the next ``iter()`` on."""
+        self.set_position(int(self._control[0]), epoch, 0)
+
+    def indices(self, seed: int, epoch: int, position: int) -> np.ndarray:
+        """This rank's samples of the epoch from ``position`` on."""
+        order = epoch_order(self.dataset.counts, seed, epoch, self.shuffle, self.block_size, self.window)
+        return rank_share(order, position, self.rank, self.world_size, self.uneven)
+
+    def batch_sizes(self, samples: int) -> list[int]:
+        """Sizes of the batches ``samples`` samples make."""
+        full, rest = divmod(samples, self.batch_size)
+        return [self.batch_size] * full + ([rest] if rest and not self.drop_last else [])
+
+    def __iter__(self) -> Iterator[Any]:
+        seed, epoch, position = (int(v) for v in self._control.tolist())
+        self._current = (seed, epoch, position)
+        indices = self.indices(seed, epoch, position)
+        batches = len(self.batch_sizes(len(indices)))
+        worker = get_worker_info()
+        wid, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        skip, self._skip = self._skip, 0
+        self._yielded = skip
+        for j in range(wid + skip * workers, batches, workers):
+            chunk = indices[j * self.batch_size : (j + 1) * self.batch_size].tolist()
+            if self.latents:
+                out: Any = read_latents(self.dataset, chunk, self.mode)
+            else:
+                out = self.collate_fn(self.dataset.get_batch(chunk))
+            self._yielded += 1
+            yield out
+
+    def state_dict(self) -> dict:
+        """(seed, epoch, position) of the running iteration and the batches this worker yielded."""
+        seed, epoch, position = self._current
+        return {"seed": seed, "epoch": epoch, "position": position, "batches": self._yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume: the next ``iter()`` continues after the batches this worker had yielded."""
+        self.set_position(int(state["seed"]), int(state["epoch"]), int(state["position"]))
+        self._skip = int(state["batches"])
+
+
+def as_is(batch: Any) -> Any:
+    """The DataLoader's per-batch conversion: none (batches are already collated as asked)."""
+    return batch
+
+
+class ArchiveLoader:
+    """Batches of one rank over one or more archives: deterministic, resumable, optionally GPU-decoded.
+
+    ``sources``: an archive path, a list of paths (shards), or datasets (:class:`ShardedImageDataset`,
+    :class:`aezip.ImageArchiveDataset`). ``transform``, ``target``, ``mode``, ``output`` and
+    ``models`` open paths as :class:`aezip.ImageArchiveDataset` does.
+
+    Sampling (:mod:`aezip.sampling`): ``seed``, ``shuffle``, ``block_size``, ``window``;
+    ``rank``/``world_size`` (default ``RANK``/``WORLD_SIZE`` or the ``torch.distributed`` group);
+    ``uneven="wrap"`` (repeat a few samples) or ``"drop"`` so every rank gets as many samples;
+    ``drop_last`` drops a last partial batch. Iterating again after a complete epoch starts the
+    next one; :meth:`set_epoch` chooses one explicitly.
+
+    Decoding: ``decode_device=None`` decodes in the workers; ``"cuda"`` (or ``"cpu"``, ``"auto"``)
+    synthesises in the main process on that device (``transform`` runs there too, on device
+    tensors; ``output`` must be ``"tensor"``). ``num_workers``, ``prefetch_factor``,
+    ``persistent_workers``, ``pin_memory`` (default: on for ``decode_device="cuda"``) and
+    ``multiprocessing_context`` go to the DataLoader.
+
+    Resume: :meth:`state_dict` (seed, epoch, global position, samples seen) taken at the same step on
+    every rank; :meth:`load_state_dict` on a loader with any world size continues with exactly the
+    samples not yet consumed.
+    """
+
+    def __init__(
+        self,
+        sources: Sources | ShardedImageDataset,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+        uneven: str = "wrap",
+        drop_last: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        window: int = DEFAULT_WINDOW,
+        transform: Transform | None = None,
+        target: Target | None = None,
+        mode: str | None = None,
+        output: str = "tensor",
+        models: Sequence[str | Path] | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        decode_device: str | None = None,
+        precision: str = "fp32",
+        max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
+        num_workers: int = 0,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool | None = None,
+        pin_memory: bool | None = None,
+        multiprocessing_context: Any = None,
+    ) -> None:
+        if decode_device is not None and decode_device not in ("auto", "cpu", "cuda"):
+            raise AezipError(f"unknown decode_device {decode_device!r}; use None, auto, cpu or cuda")
+        if decode_device is not None and output != "tensor":
+            raise AezipError("decode_device needs output='tensor'")
+        if decode_device is not None and mode is not None and mode not in DEVICE_MODES:
+            raise AezipError(f"mode {mode!r} is not available with decode_device; use one of {', '.join(DEVICE_MODES)}")
+        on_device = decode_device is not None
+        if isinstance(sources, ShardedImageDataset):
+            dataset = sources
+        else:
+            options = {"target": target, "output": output, "models": models, "max_batch_pixels": max_batch_pixels}
+            if not on_device:
+                options.update(transform=transform, mode=mode)
+            dataset = ShardedImageDataset(sources, device="cpu", **options)
+        self.dataset = dataset
+        self.transform = transform if on_device else None
+        self.mode = mode
+        self.collate_fn = collate_fn or default_collate
+        self.sampler = DistributedBlockSampler(
+            dataset.counts, seed, shuffle, rank, world_size, uneven, block_size, window
+        )
+        self.stream = ArchiveStream(
+            dataset,
+            batch_size,
+            seed=seed,
+            shuffle=shuffle,
+            rank=self.sampler.rank,
+            world_size=self.sampler.world_size,
+            uneven=uneven,
+            drop_last=drop_last,
+            block_size=block_size,
+            window=window,
+            collate_fn=collate_fn,
+            latents=on_device,
+            mode=mode,
+        )
+        self.decode_device = decode_device
+        self._decoder: DeviceDecoder | None = None
+        self._decoder_args = (decode_device, sorted({str(m) for d in dataset.datasets for m in d.models}))
+        self._decoder_options = (max_batch_pixels, precision)
+        if pin_memory is None:
+            pin_memory = on_device and torch.cuda.is_available() and decode_device != "cpu"
+        if persistent_workers is None:
+            persistent_workers = num_workers > 0
+        self.loader = DataLoader(
+            self.stream,
+            batch_size=None,
+            collate_fn=as_is,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            prefetch_factor=prefetch_factor if num_workers > 0 else None,
+            persistent_workers=persistent_workers and num_workers > 0,
+            multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.stream.batch_size
+
+    @property
+    def rank(self) -> int:
+        return self.sampler.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.sampler.world_size
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    @property
+    def decoder(self) -> DeviceDecoder:
+        """The main-process decoder for ``decode_device`` (created on first use)."""
+        if self._decoder is None:
+            device, models = self._decoder_args
+            max_pixels, precision = self._decoder_options
+            self._decoder = DeviceDecoder(device or "cpu", models, max_pixels, precision)
+        return self._decoder
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch (equal on every rank)."""
+        return len(self.stream.batch_sizes(self.sampler.num_samples()))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch`` (a different order per epoch); the current unfinished epoch keeps its position."""
+        self.sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        """What :meth:`load_state_dict` needs: seed, epoch, global position, samples seen (plus sizes, to check)."""
+        state = self.sampler.state_dict()
+        state["batch_size"] = self.batch_size
+        state["total"] = self.sampler.total
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (any world size): the next iteration yields the samples not yet consumed."""
+        if "total" in state and int(state["total"]) != self.sampler.total:
+            raise AezipError(f"loader state is for {state['total']} images, these sources have {self.sampler.total}")
+        self.sampler.load_state_dict(state)
+
+    def decode(self, batch: LatentBatch) -> Any:
+        """A worker's :class:`LatentBatch` as the collated batch (main process, ``decode_device``)."""
+        images = self.decoder(batch, self.mode)
+        if self.transform is not None:
+            images = [self.transform(im) for im in images]
+        items: list[Any] = images if batch.targets is None else list(zip(images, batch.targets, strict=True))
+        return self.collate_fn(items)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.sampler.complete:
+            self.sampler.set_epoch(self.sampler.epoch + 1)
+        self.sampler.load_state_dict(self.sampler.state_dict())
+        s = self.sampler.state
+        self.stream.set_position(s.seed, s.epoch, s.position)
+        sizes = self.stream.batch_sizes(len(self.sampler))
+        for size, batch in zip(sizes, self.loader, strict=False):
+            if isinstance(batch, LatentBatch):
+                batch = self.decode(batch)
+            self.sampler.advance(size)
+            yield batch
+        self.sampler.advance(len(self.sampler))  # a partial batch left out by drop_last
