@@ -13,6 +13,7 @@ import io
 import json
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -38,8 +39,22 @@ RAW_LEVEL = 10
 #: Largest member metadata parsed as JSON (aezip writes well under 200 KiB: format, mode, EXIF).
 MAX_META_BYTES = 1 << 20
 _CHUNK = 1 << 20
-_raw_compressor = zstandard.ZstdCompressor(level=RAW_LEVEL, write_checksum=True, write_content_size=True)
-_raw_decompressor = zstandard.ZstdDecompressor()
+_local = threading.local()
+
+
+def _raw_compressor() -> zstandard.ZstdCompressor:
+    """This thread's compressor for RAW members (zstd contexts must not be shared between threads)."""
+    if not hasattr(_local, "compressor"):
+        _local.compressor = zstandard.ZstdCompressor(level=RAW_LEVEL, write_checksum=True, write_content_size=True)
+    return _local.compressor
+
+
+def _raw_decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor for RAW members."""
+    if not hasattr(_local, "decompressor"):
+        _local.decompressor = zstandard.ZstdDecompressor()
+    return _local.decompressor
+
 
 FORMATS = ("original", "png")
 
@@ -55,16 +70,20 @@ class MemberPlan:
     note: str
 
 
-def add_file(
-    writer: ArchiveWriter,
-    name: str,
-    data: bytes,
-    codec: Codec,
-    mode: int = 0o644,
-    mtime_ns: int = 0,
-    keep_unreadable: bool = False,
-) -> MemberPlan:
-    """Store one file's bytes as an IMAGE or RAW member and say which.
+@dataclass(frozen=True)
+class EncodedFile:
+    """A file turned into a member's payload and metadata, ready to be written (see :func:`encode_member`)."""
+
+    name: str
+    kind: MemberKind
+    payload: bytes
+    metadata: bytes
+    original_size: int
+    note: str
+
+
+def encode_member(name: str, data: bytes, codec: Codec, keep_unreadable: bool = False) -> EncodedFile:
+    """Decide IMAGE or RAW for one file's bytes and build its payload: the slow, parallel part of packing.
 
     An image file Pillow cannot read raises UnsupportedImageError, or with ``keep_unreadable`` is
     stored losslessly like any other file (its note then says why).
@@ -81,17 +100,41 @@ def add_file(
             reason = lossless_reason(im)
         if im is not None and reason is None:
             prep = prepare(im)
+            del im
             payload = codec.encode_prepared(prep)
             meta = json.dumps(prep.file_meta, sort_keys=True).encode()
-            writer.add(
-                name, MemberKind.IMAGE, payload, original_size=len(data), mode=mode, mtime_ns=mtime_ns, metadata=meta
-            )
-            return MemberPlan(name, MemberKind.IMAGE, len(data), len(payload), f"q{codec.quality} {codec.entropy}")
+            return EncodedFile(name, MemberKind.IMAGE, payload, meta, len(data), f"q{codec.quality} {codec.entropy}")
         note = f"lossless: {reason}"
-    payload = _raw_compressor.compress(data)
+    payload = _raw_compressor().compress(data)
     meta = json.dumps({"lossless": note[10:]}).encode() if note != "data" else b""
-    writer.add(name, MemberKind.RAW, payload, original_size=len(data), mode=mode, mtime_ns=mtime_ns, metadata=meta)
-    return MemberPlan(name, MemberKind.RAW, len(data), len(payload), note)
+    return EncodedFile(name, MemberKind.RAW, payload, meta, len(data), note)
+
+
+def write_member(writer: ArchiveWriter, encoded: EncodedFile, mode: int = 0o644, mtime_ns: int = 0) -> MemberPlan:
+    """Append an :class:`EncodedFile` to the archive and say what it became."""
+    writer.add(
+        encoded.name,
+        encoded.kind,
+        encoded.payload,
+        original_size=encoded.original_size,
+        mode=mode,
+        mtime_ns=mtime_ns,
+        metadata=encoded.metadata,
+    )
+    return MemberPlan(encoded.name, encoded.kind, encoded.original_size, len(encoded.payload), encoded.note)
+
+
+def add_file(
+    writer: ArchiveWriter,
+    name: str,
+    data: bytes,
+    codec: Codec,
+    mode: int = 0o644,
+    mtime_ns: int = 0,
+    keep_unreadable: bool = False,
+) -> MemberPlan:
+    """Store one file's bytes as an IMAGE or RAW member and say which (:func:`encode_member` + :func:`write_member`)."""
+    return write_member(writer, encode_member(name, data, codec, keep_unreadable), mode=mode, mtime_ns=mtime_ns)
 
 
 def add_link(writer: ArchiveWriter, name: str, target: str, mtime_ns: int = 0) -> MemberPlan:
@@ -142,7 +185,7 @@ def iter_raw(payload: bytes, size: int, name: str) -> Iterator[bytes]:
     check_raw_frame(payload, size, name)
     got = 0
     try:
-        with _raw_decompressor.stream_reader(io.BytesIO(payload), read_across_frames=False) as reader:
+        with _raw_decompressor().stream_reader(io.BytesIO(payload), read_across_frames=False) as reader:
             while True:
                 chunk = reader.read(_CHUNK)
                 if not chunk:

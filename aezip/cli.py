@@ -160,6 +160,25 @@ model_option = click.option(
 threads_option = click.option(
     "--threads", type=click.IntRange(1), help="CPU threads for the network (default: torch's choice)."
 )
+jobs_option = click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(1),
+    help="Images coded at once, one CPU thread each (default: the usable cores; 1 with --threads or on CUDA). "
+    "Output order and bytes do not depend on it.",
+)
+
+
+def _jobs(jobs: int | None, threads: int | None, device: str) -> int:
+    """--jobs as given, else one job per usable core on the CPU (one job when --threads or CUDA is chosen)."""
+    if jobs:
+        return jobs
+    from aezip.codec import pick_device
+    from aezip.parallel import usable_cpus
+
+    return 1 if threads or pick_device(device).type == "cuda" else usable_cpus()
+
+
 device_option = click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
@@ -209,6 +228,7 @@ def _archive_path(src: Path, out: str) -> tuple[Path, bool]:
 )
 @device_option
 @threads_option
+@jobs_option
 @_fail_cleanly
 def pack_cmd(
     src: Path,
@@ -220,6 +240,7 @@ def pack_cmd(
     models: tuple[Path, ...],
     device: str,
     threads: int | None,
+    jobs: int | None,
 ) -> None:
     """Pack the folder (or file) SRC into the archive OUT.
 
@@ -246,7 +267,8 @@ def pack_cmd(
         archive.parent.mkdir(parents=True)
     try:
         with _progress(len(found.entries), "pack") as progress:
-            summary = pack(src, archive, codec, progress, files=found, on_error=on_error, overwrite=force)
+            n_jobs = _jobs(jobs, threads, device)
+            summary = pack(src, archive, codec, progress, files=found, on_error=on_error, overwrite=force, jobs=n_jobs)
     except BaseException:
         if made_folder:
             archive.parent.rmdir()
@@ -291,6 +313,7 @@ def pack_cmd(
 @model_option
 @device_option
 @threads_option
+@jobs_option
 @_fail_cleanly
 def unpack_cmd(
     archive: Path,
@@ -302,6 +325,7 @@ def unpack_cmd(
     models: tuple[Path, ...],
     device: str,
     threads: int | None,
+    jobs: int | None,
 ) -> None:
     """Restore every file of ARCHIVE under DEST.
 
@@ -317,7 +341,9 @@ def unpack_cmd(
     existing = "replace" if force else "skip" if skip_existing else "refuse"
     start = time.perf_counter()
     with Archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "unpack") as progress:
-        summary = unpack(arc, dest, fmt, progress, existing=existing, jpeg_quality=jpeg_quality)
+        summary = unpack(
+            arc, dest, fmt, progress, existing=existing, jpeg_quality=jpeg_quality, jobs=_jobs(jobs, threads, device)
+        )
     seconds = time.perf_counter() - start
     extras = [_count(summary.links, "link")] if summary.links else []
     extras += [_count(summary.folders, "folder")] if summary.folders else []
@@ -404,15 +430,16 @@ def _model_label(model_id: bytes) -> str:
 @model_option
 @device_option
 @threads_option
+@jobs_option
 @_fail_cleanly
-def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: int | None) -> None:
+def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: int | None, jobs: int | None) -> None:
     """Check every checksum of ARCHIVE and that every member decodes."""
     _set_threads(threads)
     from aezip.archive import Archive
     from aezip.pack import verify
 
     with Archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "verify") as progress:
-        summary = verify(arc, progress)
+        summary = verify(arc, progress, jobs=_jobs(jobs, threads, device))
     members = summary.files + summary.links + summary.folders
     click.echo(f"ok: {_count(members, 'member')} ({_count(summary.images, 'coded image')}) verified")
 

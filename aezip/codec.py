@@ -7,11 +7,23 @@ Encode::
 
 Decode runs the same steps backwards; the integer latents it recovers are bit-exact on every
 machine, only the synthesis transform's float rounding can differ between machines.
+
+Both transforms run tile by tile (:data:`TILE_LATENTS` latents square, with a halo of
+:data:`HALO_LATENTS` latents on each side that is computed and thrown away), so memory is bounded
+by the tile, not the image. The transforms are local: a latent depends on the input pixels within
+``2·(2**levels − 1)`` px of its ``2**levels`` px cell, an output pixel on the latents within two
+cells, so a halo of two latents covers the receptive field and a tile computes exactly the same
+sums as the whole image. The analysis runs the same operations in the same memory layout on every
+tile, with one intra-op thread (:func:`aezip.model.inference.one_thread`): its floats, hence the
+rounded latents, do not depend on tiling, batching or the machine's core count (tests check
+tiled against untiled latents bit for bit). The synthesis differs from an untiled pass at most by
+float rounding.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +40,7 @@ from aezip.entropy.tables import CdfTables
 from aezip.entropy.zstd_packer import decompress_exact
 from aezip.errors import AezipError, CorruptArchiveError, FormatError, UnsupportedImageError
 from aezip.imagefile import CODED_MODES, MAX_CODED_PIXELS, Prepared, prepare, to_pil
+from aezip.model.inference import InferenceModel, one_thread
 from aezip.model.registry import ModelStore
 from aezip.model.weights import LoadedModel
 
@@ -44,7 +57,43 @@ PRECISIONS = ("fp32", "bf16")
 FLAG_GRAY, FLAG_ALPHA, FLAG_ICC = 1, 2, 4
 _KNOWN_FLAGS = FLAG_GRAY | FLAG_ALPHA | FLAG_ICC
 _HEADER = struct.Struct("<4sBBBB16sIIHHHI")
-_zstd = zstandard.ZstdCompressor(level=19)
+_local = threading.local()
+#: The entropy coders keep shared module-level zstd contexts, which must not be used by two
+#: threads at once; every call into them (and into ``decompress_exact``) holds this lock.
+_entropy_lock = threading.Lock()
+
+
+def _zstd() -> zstandard.ZstdCompressor:
+    """This thread's level-19 compressor (zstd contexts are not thread-safe)."""
+    if not hasattr(_local, "zstd"):
+        _local.zstd = zstandard.ZstdCompressor(level=19)
+    return _local.zstd
+
+
+#: Side of a tile's core, in latents (1024 px with the 4-level models): Kodak-sized images and
+#: anything up to 1024 × 1024 px is one tile. Peak activation memory of a tile is about 0.5 GB.
+TILE_LATENTS = 64
+#: Latents of context computed around each tile core and discarded (covers the receptive field).
+HALO_LATENTS = 2
+
+
+def tiles(height: int, width: int, tile: int = TILE_LATENTS) -> list[tuple[int, int, int, int]]:
+    """Core tiles ``(top, bottom, left, right)`` covering a ``height`` × ``width`` latent grid.
+
+    Each side is cut into the fewest near-equal parts of at most ``tile`` latents, so an image
+    that fits is one tile and no tile is a thin sliver.
+    """
+
+    def cuts(n: int) -> list[int]:
+        parts = max(1, -(-n // tile))
+        return [n * k // parts for k in range(parts + 1)]
+
+    rows, cols = cuts(height), cuts(width)
+    return [
+        (t, b, lf, r)
+        for t, b in zip(rows[:-1], rows[1:], strict=True)
+        for lf, r in zip(cols[:-1], cols[1:], strict=True)
+    ]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -152,13 +201,27 @@ class Codec:
         self.quality = quality
         self.entropy = entropy
         self.device = pick_device(device)
+        self.tile = TILE_LATENTS
         self._on_device: set[bytes] = set()
+        self._fast: dict[bytes, InferenceModel] = {}
+        self._lock = threading.Lock()
 
     def _net(self, model: LoadedModel) -> torch.nn.Module:
-        if model.model_id not in self._on_device:
-            model.net.to(self.device).eval()
-            self._on_device.add(model.model_id)
+        with self._lock:
+            if model.model_id not in self._on_device:
+                model.net.to(self.device).eval()
+                self._on_device.add(model.model_id)
         return model.net
+
+    def _transforms(self, model: LoadedModel) -> InferenceModel | torch.nn.Module:
+        """The inference form of ``model`` (built once per codec); the training form for ``bf16``."""
+        net = self._net(model)
+        if self.precision == "bf16":
+            return net
+        with self._lock:
+            if model.model_id not in self._fast:
+                self._fast[model.model_id] = InferenceModel(net).to(self.device)
+            return self._fast[model.model_id]
 
     def encode(self, image: Any) -> bytes:
         """Compress one image (see class docstring for accepted types) to an image stream."""
@@ -176,28 +239,38 @@ class Codec:
         return self.encode_many_prepared([prepare_any(image) for image in images], max_batch_pixels)
 
     def encode_many_prepared(self, preps: list[Prepared], max_batch_pixels: int = 4_000_000) -> list[bytes]:
-        """Compress prepared images, batching the analysis by size (``max_batch_pixels`` per pass)."""
-        out: list[bytes] = [b""] * len(preps)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, prep in enumerate(preps):
-            groups.setdefault(prep.rgb.shape[:2], []).append(i)
-        for (h, w), indices in groups.items():
-            step = max(1, max_batch_pixels // (h * w))
-            for start in range(0, len(indices), step):
-                chunk = indices[start : start + step]
-                latents = self._analyze([preps[i].rgb for i in chunk])
-                for k, i in enumerate(chunk):
-                    out[i] = self._stream(preps[i], latents[k])
-        return out
+        """Compress prepared images, one at a time, tile by tile (``max_batch_pixels`` is kept for
+        compatibility: batching would not change the bytes, and on a CPU it is not faster)."""
+        return [self._stream(prep, self._analyze(prep.rgb)) for prep in preps]
 
-    def _analyze(self, images: list[np.ndarray]) -> np.ndarray:
-        """Equal-size uint8 (H, W, 3) images → integer latents (B, C, h, w)."""
+    def _analyze(self, image: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) image → integer latents (C, h, w), tile by tile, with one intra-op thread.
+
+        Each tile is the edge-replicated image region of its core plus halo (cut at the padded
+        image's border, where the convolutions' own zero padding takes over, as for the whole image),
+        in the layout the untiled path uses (float32, channels_last), so its sums are the same.
+        """
         model, q = self.model, self.quality - 1
-        net = self._net(model)
-        x = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        with torch.inference_mode(), self._autocast():
-            y = net.analyze(pad_to_multiple(x, model.config.stride), q)
-        return torch.round(y.float()).to(torch.int32).cpu().numpy()
+        transforms = self._transforms(model)
+        stride = model.config.stride
+        h, w = image.shape[:2]
+        lh, lw = -(-h // stride), -(-w // stride)
+        latents = np.empty((model.config.bottleneck, lh, lw), dtype=np.int32)
+        with one_thread(), torch.inference_mode(), self._autocast():
+            for top, bottom, left, right in tiles(lh, lw, self.tile):
+                t0, t1 = max(top - HALO_LATENTS, 0), min(bottom + HALO_LATENTS, lh)
+                l0, l1 = max(left - HALO_LATENTS, 0), min(right + HALO_LATENTS, lw)
+                if t1 * stride <= h and l1 * stride <= w:
+                    crop = image[t0 * stride : t1 * stride, l0 * stride : l1 * stride]
+                else:  # past the bottom or right edge: replicate the last row / column
+                    rows = np.minimum(np.arange(t0 * stride, t1 * stride), h - 1)
+                    cols = np.minimum(np.arange(l0 * stride, l1 * stride), w - 1)
+                    crop = image[np.ix_(rows, cols)]
+                x = torch.from_numpy(np.stack([crop])).to(self.device)  # exactly the untiled layout and strides
+                x = x.permute(0, 3, 1, 2).float().div_(255.0)
+                y = transforms.analyze(x, q)[0, :, top - t0 : bottom - t0, left - l0 : right - l0]
+                latents[:, top:bottom, left:right] = torch.round(y.float()).to(torch.int32).cpu().numpy()
+        return latents
 
     def _stream(self, prep: Prepared, latents: np.ndarray) -> bytes:
         """Entropy-code one image's latents and assemble its image stream."""
@@ -225,7 +298,7 @@ class Codec:
             body,
         ]
         if prep.alpha is not None:
-            alpha = _zstd.compress(np.ascontiguousarray(prep.alpha).tobytes())
+            alpha = _zstd().compress(np.ascontiguousarray(prep.alpha).tobytes())
             parts += [struct.pack("<I", len(alpha)), alpha]
         if prep.icc:
             parts += [struct.pack("<I", len(prep.icc)), prep.icc]
@@ -234,8 +307,10 @@ class Codec:
     def _entropy_code(self, latents: np.ndarray, tables: CdfTables) -> tuple[str, bytes]:
         """Code latents with the chosen method; ``auto`` keeps the shorter of ANS and zstd."""
         if self.entropy != "auto":
-            return self.entropy, encode_latents(self.entropy, latents, tables)
-        candidates = [(m, encode_latents(m, latents, tables)) for m in METHODS]
+            with _entropy_lock:
+                return self.entropy, encode_latents(self.entropy, latents, tables)
+        with _entropy_lock:
+            candidates = [(m, encode_latents(m, latents, tables)) for m in METHODS]
         return min(candidates, key=lambda c: (len(c[1]), METHODS[c[0]]))
 
     def decode(self, data: bytes) -> Image.Image:
@@ -274,9 +349,11 @@ class Codec:
         return [t for t in out if t is not None]
 
     def _synthesize(self, parsed: list[tuple], max_batch_pixels: int) -> Iterator[tuple[list[int], torch.Tensor]]:
-        """Run the synthesis on batches of equal (model, quality, latent shape).
+        """Run the synthesis on batches of equal (model, quality, latent shape), tile by tile.
 
-        Yields the stream indices of each batch and its padded uint8 pixels (B, 3, H, W) on the device.
+        Yields the stream indices of each batch and its padded uint8 pixels (B, 3, H, W) on the
+        device. Images that fit in one tile are batched (``max_batch_pixels`` output pixels per
+        pass); larger ones go one at a time, a tile per pass, into one uint8 buffer.
         """
         groups: dict[tuple, list[int]] = {}
         for i, (header, model, _, _) in enumerate(parsed):
@@ -285,15 +362,36 @@ class Codec:
             model = parsed[indices[0]][1]
             q = parsed[indices[0]][0].quality - 1
             _, lh, lw = parsed[indices[0]][0].latent_shape
-            per_image = lh * lw * model.config.stride**2
-            step = max(1, max_batch_pixels // per_image)
+            transforms = self._transforms(model)
+            one_tile = lh <= self.tile and lw <= self.tile
+            step = max(1, max_batch_pixels // (lh * lw * model.config.stride**2)) if one_tile else 1
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
-                lat = torch.from_numpy(np.stack([parsed[i][2] for i in chunk])).to(self.device, non_blocking=True)
-                with torch.inference_mode(), self._autocast():
-                    x_hat = self._net(model).synthesize(lat.float(), q)
-                with torch.inference_mode():
-                    yield chunk, x_hat.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+                lat = np.stack([parsed[i][2] for i in chunk])
+                yield chunk, self._synthesize_tiled(transforms, lat, q, model.config.stride)
+
+    def _synthesize_tiled(self, transforms: Any, latents: np.ndarray, q: int, stride: int) -> torch.Tensor:
+        """Integer latents (B, C, h, w) → uint8 pixels (B, 3, h·stride, w·stride) on the device."""
+        b, _, lh, lw = latents.shape
+        parts = tiles(lh, lw, self.tile)
+        out = None
+        with torch.inference_mode():
+            if len(parts) > 1:
+                out = torch.empty((b, 3, lh * stride, lw * stride), dtype=torch.uint8, device=self.device)
+            for top, bottom, left, right in parts:
+                t0, t1 = max(top - HALO_LATENTS, 0), min(bottom + HALO_LATENTS, lh)
+                l0, l1 = max(left - HALO_LATENTS, 0), min(right + HALO_LATENTS, lw)
+                lat = torch.from_numpy(np.ascontiguousarray(latents[:, :, t0:t1, l0:l1])).to(self.device)
+                with self._autocast():
+                    x_hat = transforms.synthesize(lat.float(), q)
+                y0, x0 = (top - t0) * stride, (left - l0) * stride
+                x_hat = x_hat[:, :, y0 : y0 + (bottom - top) * stride, x0 : x0 + (right - left) * stride]
+                pixels = x_hat.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+                if out is None:
+                    return pixels.contiguous()
+                out[:, :, top * stride : bottom * stride, left * stride : right * stride] = pixels
+        assert out is not None
+        return out
 
     def _parse(self, data: bytes) -> tuple[StreamHeader, LoadedModel, np.ndarray, tuple]:
         """Header, model and entropy-decoded latents of one stream (everything before synthesis)."""
@@ -304,12 +402,14 @@ class Codec:
         if header.latent_shape != expected or not 1 <= header.quality <= cfg.qualities:
             raise CorruptArchiveError("image stream header does not match its model")
         end = pos + header.latent_bytes
-        latents = decode_latents(header.entropy, data[pos:end], expected, model.tables[header.quality - 1])
+        with _entropy_lock:
+            latents = decode_latents(header.entropy, data[pos:end], expected, model.tables[header.quality - 1])
         pos = end
         alpha = icc = None
         if header.flags & FLAG_ALPHA:
             raw, pos = _section(data, pos)
-            alpha = np.frombuffer(decompress_exact(raw, header.width * header.height, "alpha plane"), np.uint8)
+            with _entropy_lock:
+                alpha = np.frombuffer(decompress_exact(raw, header.width * header.height, "alpha plane"), np.uint8)
             alpha = alpha.reshape(header.height, header.width).copy()
         if header.flags & FLAG_ICC:
             icc, pos = _section(data, pos)

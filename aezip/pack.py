@@ -17,27 +17,43 @@ files. Empty folders are kept.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import posixpath
 import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aezip.archive import Archive, MemberPlan, add_dir, add_file, add_link, iter_raw, output_name, render
+from PIL import Image
+
+from aezip.archive import (
+    Archive,
+    EncodedFile,
+    MemberPlan,
+    add_dir,
+    add_link,
+    encode_member,
+    iter_raw,
+    output_name,
+    render,
+    write_member,
+)
 from aezip.codec import Codec, parse_header
 from aezip.container import ArchiveWriter, MemberInfo, MemberKind, validate_member_name
 from aezip.container.spec import validate_link_target
 from aezip.errors import AezipError, UnsafePathError, UnsupportedImageError
-from aezip.imagefile import DEFAULT_JPEG_QUALITY, identify, is_image_name
+from aezip.imagefile import DEFAULT_JPEG_QUALITY, MAX_CODED_PIXELS, identify, is_image_name
+from aezip.model.inference import one_thread
+from aezip.parallel import ordered_map
 
 Progress = Callable[[str], None]
-#: A decode batch holds at most this many images and, past its first image, this many pixels,
-#: so the progress bar moves about once a second or faster on a CPU.
-DECODE_BATCH = 16
-DECODE_BATCH_PIXELS = 1_000_000
+#: Image pixels being encoded or decoded at once across all jobs (one larger image always may):
+#: bounds memory whatever ``jobs`` is.
+PIXELS_IN_FLIGHT = MAX_CODED_PIXELS
 ON_ERROR = ("fail", "skip", "store")
 EXISTING = ("refuse", "replace", "skip")
 
@@ -203,6 +219,7 @@ def pack(
     *,
     on_error: str = "fail",
     overwrite: bool = True,
+    jobs: int = 1,
 ) -> Summary:
     """Pack a folder (or one file) into ``out``; all or nothing.
 
@@ -211,6 +228,7 @@ def pack(
     ``skip`` leaves it out, ``store`` keeps an unreadable image byte for byte (files that cannot be
     read at all are skipped); the summary names them. Without ``overwrite`` an existing ``out`` is
     never replaced. ``files`` is :func:`collect`'s result when the caller already has it.
+    ``jobs`` files are encoded at once, one intra-op thread each; the archive's bytes do not depend on it.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -231,9 +249,10 @@ def pack(
     entries = [e for e in found.entries if e.name not in left_out]
     if not entries:
         raise AezipError(f"nothing to pack in {src}")
-    with ArchiveWriter(out, overwrite=overwrite) as writer:
-        for entry in entries:
-            plan = _add_entry(writer, entry, codec, on_error, summary)
+    with ArchiveWriter(out, overwrite=overwrite) as writer, _threads_for(jobs):
+        work = functools.partial(_encode_entry, codec=codec, on_error=on_error)
+        for entry, result in ordered_map(work, entries, jobs, _input_pixels, PIXELS_IN_FLIGHT):
+            plan = _write_entry(writer, entry, result, summary)
             if plan is not None:
                 summary.members.append(plan)
                 summary.count(plan.kind)
@@ -244,36 +263,71 @@ def pack(
     return summary
 
 
-def _add_entry(writer: ArchiveWriter, entry: Entry, codec: Codec, on_error: str, summary: Summary) -> MemberPlan | None:
-    """Add one entry; an input that fails only now (damaged past its header) follows ``on_error``."""
+@contextmanager
+def _threads_for(jobs: int) -> Iterator[None]:
+    """One intra-op thread per job when images are coded in parallel (more only compete for cores)."""
+    if jobs > 1:
+        with one_thread():
+            yield
+    else:
+        yield
+
+
+def _input_pixels(entry: Entry) -> int:
+    """Pixels of an input image from its header (0 for anything else): the memory it will take to code."""
+    if entry.kind != MemberKind.RAW or not is_image_name(entry.name):
+        return 0
+    try:
+        with Image.open(entry.path) as im:
+            return im.width * im.height
+    except Exception:  # noqa: BLE001 - unreadable files are handled by the encoder, this is only an estimate
+        return 0
+
+
+#: What a worker hands back for one entry: a member to write, or why it is skipped.
+_Encoded = tuple[str, object, int, int]
+
+
+def _encode_entry(entry: Entry, codec: Codec, on_error: str) -> tuple[Entry, _Encoded]:
+    """The slow part of adding one entry, safe to run in a worker thread.
+
+    Returns ``(kind, value, mode, mtime_ns)`` with kind ``link`` (value: target), ``dir``,
+    ``file`` (value: :class:`EncodedFile`) or ``skip`` (value: why). An input that fails only now
+    (damaged past its header) follows ``on_error``.
+    """
     try:
         st = os.lstat(entry.path)
         if entry.kind == MemberKind.LINK:
-            return add_link(writer, entry.name, entry.target, mtime_ns=st.st_mtime_ns)
+            return entry, ("link", entry.target, 0, st.st_mtime_ns)
         if entry.kind == MemberKind.DIR:
-            return add_dir(writer, entry.name, mode=st.st_mode & 0o777, mtime_ns=st.st_mtime_ns)
+            return entry, ("dir", None, st.st_mode & 0o777, st.st_mtime_ns)
         data = entry.path.read_bytes()
         st = entry.path.stat()
     except OSError as exc:
         if on_error == "fail":
             raise AezipError(f"cannot read {entry.path}: {exc.strerror or exc}") from None
-        summary.skipped.append((entry.name, f"cannot read ({exc.strerror or exc})"))
-        return None
+        return entry, ("skip", f"cannot read ({exc.strerror or exc})", 0, 0)
     try:
-        plan = add_file(
-            writer,
-            entry.name,
-            data,
-            codec,
-            mode=st.st_mode & 0o777,
-            mtime_ns=st.st_mtime_ns,
-            keep_unreadable=on_error == "store",
-        )
+        encoded = encode_member(entry.name, data, codec, keep_unreadable=on_error == "store")
     except UnsupportedImageError as exc:
         if on_error == "fail":
             raise
-        summary.skipped.append((entry.name, str(exc).removeprefix(entry.name + ": ")))
+        return entry, ("skip", str(exc).removeprefix(entry.name + ": "), 0, 0)
+    return entry, ("file", encoded, st.st_mode & 0o777, st.st_mtime_ns)
+
+
+def _write_entry(writer: ArchiveWriter, entry: Entry, result: _Encoded, summary: Summary) -> MemberPlan | None:
+    """Write one encoded entry to the archive, in order, and note skipped or stored-as-is inputs."""
+    kind, value, mode, mtime_ns = result
+    if kind == "skip":
+        summary.skipped.append((entry.name, str(value)))
         return None
+    if kind == "link":
+        return add_link(writer, entry.name, str(value), mtime_ns=mtime_ns)
+    if kind == "dir":
+        return add_dir(writer, entry.name, mode=mode, mtime_ns=mtime_ns)
+    assert isinstance(value, EncodedFile)
+    plan = write_member(writer, value, mode=mode, mtime_ns=mtime_ns)
     unreadable = "lossless: unreadable image: "
     if plan.note.startswith(unreadable) and all(name != entry.name for name, _ in summary.stored):
         summary.stored.append((entry.name, plan.note.removeprefix(unreadable)))  # damaged past its header
@@ -300,40 +354,48 @@ def _target(root: Path, relative: str, made: set[Path] | None = None) -> Path:
     return folder / parts[-1]
 
 
-def _batches(archive: Archive, members: list[MemberInfo]) -> Iterator[list[MemberInfo]]:
-    """Consecutive members in groups whose images are decoded in one call (bounded count and pixels)."""
-    batch: list[MemberInfo] = []
-    pixels = 0
-    for m in members:
-        if m.kind == MemberKind.IMAGE:
-            header, _ = parse_header(archive.payload(m.name))
-            size = header.width * header.height
-            if batch and (pixels + size > DECODE_BATCH_PIXELS or len(batch) >= DECODE_BATCH):
-                yield batch
-                batch, pixels = [], 0
-            pixels += size
-        batch.append(m)
-    if batch:
-        yield batch
-
-
 def _decoded_files(
-    archive: Archive, fmt: str, members: list[MemberInfo], jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    archive: Archive,
+    fmt: str,
+    members: list[MemberInfo],
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    jobs: int = 1,
 ) -> Iterator[tuple[MemberInfo, Iterator[bytes] | bytes | str | None]]:
-    """Each member with what it restores to: bytes (image), a chunk stream (RAW), a target (LINK), None (DIR)."""
-    for chunk in _batches(archive, members):
-        images = [m for m in chunk if m.kind == MemberKind.IMAGE]
-        pixels = archive.codec.decode_many([archive.payload(m.name) for m in images]) if images else []
-        decoded = dict(zip((m.name for m in images), pixels, strict=True))
-        for m in chunk:
-            if m.kind == MemberKind.IMAGE:
-                yield m, render(m, decoded.pop(m.name), fmt, jpeg_quality)
-            elif m.kind == MemberKind.LINK:
-                yield m, archive.link_target(m.name)
-            elif m.kind == MemberKind.DIR:
-                yield m, None
-            else:
-                yield m, iter_raw(archive.payload(m.name), m.original_size, m.name)
+    """Each member, in order, with what it restores to.
+
+    Bytes for an image, a chunk stream for a RAW member, a target for a LINK, None for a DIR.
+
+    Payloads are read (and checksummed) in the calling thread, in archive order; images are decoded
+    and rendered by ``jobs`` worker threads, one image each, at most :data:`PIXELS_IN_FLIGHT` at once.
+    """
+
+    def payloads() -> Iterator[tuple[MemberInfo, bytes | None]]:
+        for m in members:
+            yield m, archive.payload(m.name) if m.kind in (MemberKind.IMAGE, MemberKind.RAW) else None
+
+    def restore(item: tuple[MemberInfo, bytes | None]) -> tuple[MemberInfo, Iterator[bytes] | bytes | str | None]:
+        m, payload = item
+        if m.kind == MemberKind.IMAGE:
+            assert payload is not None
+            return m, render(m, archive.codec.decode_many([payload])[0], fmt, jpeg_quality)
+        if m.kind == MemberKind.LINK:
+            return m, archive.link_target(m.name)
+        if m.kind == MemberKind.DIR:
+            return m, None
+        assert payload is not None
+        return m, iter_raw(payload, m.original_size, m.name)
+
+    def pixels(item: tuple[MemberInfo, bytes | None]) -> int:
+        m, payload = item
+        if m.kind != MemberKind.IMAGE or payload is None:
+            return 0
+        header, _ = parse_header(payload)
+        return header.width * header.height
+
+    if jobs > 1:
+        archive.codec  # noqa: B018 - create the decoder once, before the workers share it
+    with _threads_for(jobs):
+        yield from ordered_map(restore, payloads(), jobs, pixels, PIXELS_IN_FLIGHT)
 
 
 def _conflicts(archive: Archive, dest: Path, fmt: str) -> tuple[list[str], list[str]]:
@@ -380,12 +442,14 @@ def unpack(
     *,
     existing: str = "refuse",
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    jobs: int = 1,
 ) -> Summary:
     """Restore every member under ``dest``; all or nothing (see module docstring).
 
     ``existing`` says what to do when members would replace files already in ``dest``:
     ``refuse`` (the default: an error naming the first few, nothing written), ``replace`` them, or
     ``skip`` those members. A folder is never replaced by a file, nor a file by a folder.
+    ``jobs`` images are decoded at once (one intra-op thread each); the files written do not depend on it.
     """
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
@@ -415,7 +479,7 @@ def unpack(
         os.chmod(staging, 0o777 & ~umask)
         made: set[Path] = set()
         folders: list[tuple[Path, MemberInfo]] = []
-        for info, content in _decoded_files(archive, fmt, members, jpeg_quality):
+        for info, content in _decoded_files(archive, fmt, members, jpeg_quality, jobs):
             rel = output_name(info, fmt)
             try:
                 written = _restore(_target(staging, rel, made), info, content, folders)
@@ -522,14 +586,14 @@ def _commit(staging: Path, dest: Path, names: list[str], existing: str) -> None:
         os.replace(src, target)
 
 
-def verify(archive: Archive, progress: Progress | None = None) -> Summary:
+def verify(archive: Archive, progress: Progress | None = None, jobs: int = 1) -> Summary:
     """Check every checksum and that every member restores; raises on the first failure.
 
     Each payload's crc32 is checked as it is read (``ArchiveReader.read_payload``); RAW members
     also pass zstd's content checksum, links their target rules, images their metadata checks.
     """
     summary = Summary()
-    for info, content in _decoded_files(archive, "original", archive.members):
+    for info, content in _decoded_files(archive, "original", archive.members, jobs=jobs):
         if isinstance(content, bytes):
             size = len(content)
         elif content is None or isinstance(content, str):

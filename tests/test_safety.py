@@ -406,18 +406,20 @@ def test_second_model_for_pack_is_a_usage_error(src: Path, tmp_path: Path, runne
     assert runner.invoke(main, args).exit_code == 2
 
 
-def test_unpack_decodes_in_small_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The progress bar moves at least every DECODE_BATCH_PIXELS decoded pixels (or every image)."""
-    from aezip import pack as pack_module
+def test_unpack_reports_progress_per_image_in_order(tmp_path: Path) -> None:
+    """The progress bar moves once per member, in archive order, whatever the number of jobs."""
+    from aezip.pack import unpack
 
     src = tmp_path / "src"
     for i in range(5):
         _photo(src / f"{i}.png", 64, 64, i)
     out = tmp_path / "x.aez"
     assert CliRunner().invoke(main, ["pack", str(src), str(out), "-q", "1"]).exit_code == 0
-    monkeypatch.setattr(pack_module, "DECODE_BATCH_PIXELS", 2 * 64 * 64)
-    with aezip.open(str(out)) as arc:
-        assert [len(b) for b in pack_module._batches(arc, arc.members)] == [2, 2, 1]
+    for jobs in (1, 3):
+        seen: list[str] = []
+        with aezip.open(str(out)) as arc:
+            unpack(arc, tmp_path / f"out{jobs}", progress=seen.append, jobs=jobs)
+        assert seen == [f"{i}.png" for i in range(5)]
 
 
 # 9. JPEG restore quality

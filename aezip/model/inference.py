@@ -1,0 +1,147 @@
+"""Inference forms of a trained autoencoder: the same model, laid out to run fast on a CPU.
+
+Built from the stored weights at load time; the model file and the bitstream do not change.
+
+* **Synthesis** (decoding): every stride-2 transposed convolution becomes the exactly equivalent
+  ordinary 3×3 convolution producing 4× the channels followed by ``pixel_shuffle`` (sub-pixel
+  form, see :func:`subpixel_conv`), run in ``channels_last`` with inverse GDN computed in place.
+  Pixels equal the training form's up to float rounding (summation order).
+* **Analysis** (encoding): the same operations as :meth:`Autoencoder.analyze`, in the same
+  memory layout and order, only with GDN's temporaries reused in place. Every float it produces
+  is bit-identical to the training form's, so latents (which are rounded from them) never change.
+  One caveat comes from the convolution library, not from this module: results depend on the
+  number of intra-op threads, so :func:`one_thread` pins encoding to one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from aezip.model.autoencoder import Autoencoder, Quality
+from aezip.model.layers import GDN
+
+_thread_lock = threading.Lock()
+_thread_users = 0
+_saved_threads = 0
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the enclosed torch work with one intra-op thread (re-entrant and thread-safe).
+
+    The convolution library splits work differently for different thread counts, which changes
+    float rounding and so, rarely, a rounded latent. Encoding under this context makes encoded
+    bytes independent of the machine's core count; parallelism belongs across images instead.
+    """
+    global _thread_users, _saved_threads
+    with _thread_lock:
+        if _thread_users == 0:
+            _saved_threads = torch.get_num_threads()
+            if _saved_threads != 1:
+                torch.set_num_threads(1)
+        _thread_users += 1
+    try:
+        yield
+    finally:
+        with _thread_lock:
+            _thread_users -= 1
+            if _thread_users == 0 and _saved_threads != 1:
+                torch.set_num_threads(_saved_threads)
+
+
+def subpixel_conv(up: nn.ConvTranspose2d) -> nn.Sequential:
+    """The stride-2, 5×5, padding-2, output-padding-1 transposed convolution as conv 3×3 + pixel_shuffle.
+
+    Output pixel ``o = 2m + r`` of the transposed convolution sums input ``i`` with kernel tap
+    ``k = o + 2 - 2i``; with ``i = m + d`` (``d`` in -1, 0, 1) that is tap ``k = r + 2 - 2d``,
+    present when ``0 <= k < 5``. So phase ``r`` of the output is an ordinary 3×3 convolution of the
+    input (padding 1) whose tap ``d`` is the transposed kernel's tap ``r + 2 - 2d``. The four
+    phases (ry, rx) become output channels ``c*4 + ry*2 + rx``, which ``pixel_shuffle(2)`` interleaves.
+    """
+    if up.stride != (2, 2) or up.kernel_size != (5, 5) or up.padding != (2, 2) or up.output_padding != (1, 1):
+        raise ValueError("subpixel_conv expects a 5x5 stride-2 transposed convolution (padding 2, output padding 1)")
+    w = up.weight.detach()  # (in, out, 5, 5)
+    c_in, c_out = w.shape[:2]
+    sub = torch.zeros(c_out, 2, 2, c_in, 3, 3, dtype=w.dtype)
+    for ry in range(2):
+        for rx in range(2):
+            for jy in range(3):
+                ky = ry + 4 - 2 * jy
+                for jx in range(3):
+                    kx = rx + 4 - 2 * jx
+                    if 0 <= ky < 5 and 0 <= kx < 5:
+                        sub[:, ry, rx, :, jy, jx] = w[:, :, ky, kx].t()
+    conv = nn.Conv2d(c_in, 4 * c_out, kernel_size=3, padding=1, bias=up.bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(sub.reshape(4 * c_out, c_in, 3, 3))
+        if up.bias is not None:
+            conv.bias.copy_(up.bias.detach().repeat_interleave(4))
+    return nn.Sequential(conv, nn.PixelShuffle(2))
+
+
+class InferenceGDN(nn.Module):
+    """GDN / inverse GDN with the training form's arithmetic, reusing its temporaries in place.
+
+    ``y = x / sqrt(beta + gamma * x²)`` (or ``x * sqrt(…)`` for the inverse): the same float
+    operations in the same order as :class:`aezip.model.layers.GDN`, so the result is bit-identical;
+    only two full-size buffers are allocated instead of four (large buffers cost page faults).
+    """
+
+    def __init__(self, gdn: GDN) -> None:
+        super().__init__()
+        channels = gdn.beta_root.shape[0]
+        self.inverse = gdn.inverse
+        self.register_buffer("beta", gdn.beta_root.detach().float().square() + 1e-6)
+        self.register_buffer("gamma", gdn.gamma_root.detach().float().square().view(channels, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = F.conv2d(x * x, self.gamma, self.beta)
+        norm.sqrt_()
+        return norm.mul_(x) if self.inverse else torch.div(x, norm, out=norm)
+
+
+class InferenceModel:
+    """Fast encode and decode transforms of one :class:`Autoencoder` (weights shared, nothing trained).
+
+    ``analyze`` gives bit-identical floats to ``Autoencoder.analyze`` (see the module docstring);
+    ``synthesize`` gives the same pixels up to float rounding.
+    """
+
+    def __init__(self, net: Autoencoder) -> None:
+        self.net = net
+        self.config = net.config
+        self.analysis = nn.Sequential(*(InferenceGDN(m) if isinstance(m, GDN) else m for m in net.analysis)).eval()
+        layers: list[nn.Module] = []
+        for m in net.synthesis:
+            if isinstance(m, nn.ConvTranspose2d):
+                layers.append(subpixel_conv(m))
+            elif isinstance(m, GDN):
+                layers.append(InferenceGDN(m))
+            else:
+                layers.append(m)
+        self.synthesis = nn.Sequential(*layers).eval()
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> InferenceModel:
+        """Move the transforms to ``device`` (returns self)."""
+        self.analysis.to(device)
+        self.synthesis.to(device)
+        self.device = device
+        return self
+
+    def analyze(self, x: torch.Tensor, quality: Quality) -> torch.Tensor:
+        """Image in [0, 1] (B, 3, H, W) → scaled, unquantized latents: bit-identical to the training form."""
+        with torch.inference_mode():
+            return self.analysis(x) * self.net.gain(quality)
+
+    def synthesize(self, y_hat: torch.Tensor, quality: Quality) -> torch.Tensor:
+        """Quantized latents → image (not clamped), in sub-pixel, channels_last form."""
+        with torch.inference_mode():
+            y = (y_hat.float() * self.net.inv_gain(quality)).contiguous(memory_format=torch.channels_last)
+            return self.synthesis(y)
