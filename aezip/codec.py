@@ -22,6 +22,7 @@ float rounding.
 
 from __future__ import annotations
 
+import functools
 import struct
 import threading
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from aezip.entropy import METHODS, NAMES, decode_latents, encode_latents
+from aezip.entropy.context import context_tables
 from aezip.entropy.tables import CdfTables
 from aezip.entropy.zstd_packer import decompress_exact
 from aezip.errors import AezipError, CorruptArchiveError, FormatError, UnsupportedImageError
@@ -48,7 +50,7 @@ STREAM_MAGIC = b"\x89AEI"
 STREAM_VERSION = 1
 DEFAULT_QUALITY = 6
 #: ``auto`` codes the latents both ways and keeps the shorter stream (same pixels either way).
-ENTROPY_CHOICES = ("auto", "ans", "zstd")
+ENTROPY_CHOICES = ("auto", "ans", "zstd", "ans-ctx")
 DEFAULT_ENTROPY = "auto"
 #: Float format of the transforms. ``bf16`` runs the convolutions in bfloat16 (GDN stays float32):
 #: about twice as fast on a GPU, and the latents it produces can differ from ``fp32`` ones, so
@@ -305,12 +307,14 @@ class Codec:
         return b"".join(parts)
 
     def _entropy_code(self, latents: np.ndarray, tables: CdfTables) -> tuple[str, bytes]:
-        """Code latents with the chosen method; ``auto`` keeps the shorter of ANS and zstd."""
+        """Code latents with the chosen method; ``auto`` keeps the shortest of all (same pixels)."""
+        context = functools.partial(context_tables, self.model, self.quality)  # side file read on first use
         if self.entropy != "auto":
             with _entropy_lock:
-                return self.entropy, encode_latents(self.entropy, latents, tables)
+                return self.entropy, encode_latents(self.entropy, latents, tables, context)
         with _entropy_lock:
-            candidates = [(m, encode_latents(m, latents, tables)) for m in METHODS]
+            usable = [m for m in METHODS if m != "ans-ctx" or context() is not None]
+            candidates = [(m, encode_latents(m, latents, tables, context)) for m in usable]
         return min(candidates, key=lambda c: (len(c[1]), METHODS[c[0]]))
 
     def decode(self, data: bytes) -> Image.Image:
@@ -402,8 +406,9 @@ class Codec:
         if header.latent_shape != expected or not 1 <= header.quality <= cfg.qualities:
             raise CorruptArchiveError("image stream header does not match its model")
         end = pos + header.latent_bytes
+        context = functools.partial(context_tables, model, header.quality)  # read only for ans-ctx streams
         with _entropy_lock:
-            latents = decode_latents(header.entropy, data[pos:end], expected, model.tables[header.quality - 1])
+            latents = decode_latents(header.entropy, data[pos:end], expected, model.tables[header.quality - 1], context)
         pos = end
         alpha = icc = None
         if header.flags & FLAG_ALPHA:

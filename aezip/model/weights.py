@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -23,6 +24,9 @@ from aezip.entropy.tables import CdfTables
 from aezip.errors import ModelError
 from aezip.model.autoencoder import Autoencoder
 from aezip.model.config import ModelConfig
+
+if TYPE_CHECKING:
+    from aezip.entropy.context import ContextModel
 
 FORMAT_TAG = "aezip-model/1"
 MODEL_ID_BYTES = 16  # prefix of the sha256 recorded in archives
@@ -38,6 +42,7 @@ class LoadedModel:
     metadata: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
     name: str | None = None  # set for the models aezip ships (``aezip.model.registry``)
+    context: ContextModel | None = None  # side-file tables of ``ans-ctx``, loaded on first use
 
     @property
     def model_id(self) -> bytes:
