@@ -17,9 +17,9 @@ Two decode paths:
 * ``decode_device=None`` (default): workers decode whole images on the CPU and collate them,
   exactly as ``ImageArchiveDataset`` items;
 * ``decode_device="cuda"`` (or ``"cpu"``, the same code on the CPU): workers only read and
-  entropy-decode latents (integer work, no CUDA in forked workers); the main process copies the
-  collated latents to the device (pinned memory, non-blocking) and runs the synthesis there, in
-  one pass per latent shape; ``mode`` and ``transform`` then run on the device tensors.
+  entropy-decode latents (integer work, no CUDA in forked workers) into pinned memory; the main
+  process runs the codec's batched synthesis on the device, one pass per latent shape, and
+  ``mode`` and ``transform`` then run on the device tensors.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate, get_worker_info
 
-from aezip.codec import FLAG_ALPHA, FLAG_GRAY, Codec
+from aezip.codec import FLAG_GRAY, Codec, StreamHeader
 from aezip.container import MemberKind
 from aezip.dataset import DEFAULT_MAX_BATCH_PIXELS, ImageArchiveDataset, Target, Transform, to_tensor
 from aezip.errors import AezipError
@@ -117,16 +117,17 @@ class ShardedImageDataset(Dataset):
 
 
 @dataclass
-class LatentGroup:
-    """Latents of equal (model, quality, shape) from one batch, stacked: (B, C, h, w) int32."""
+class LatentItem:
+    """One coded image as a worker hands it over: its stream header and entropy-decoded latents.
 
-    model_id: bytes
-    quality: int
+    Latents travel as the smallest integer type that holds them (int8 or int16 for nearly every
+    image), so the copy to the main process and on to the device moves few bytes.
+    """
+
+    position: int
+    header: StreamHeader
     latents: torch.Tensor
-    positions: list[int]
-    sizes: list[tuple[int, int]]  # (height, width) per image
-    gray: list[bool]
-    alpha: list[torch.Tensor | None]
+    alpha: torch.Tensor | None
 
 
 @dataclass
@@ -138,17 +139,27 @@ class LatentBatch:
     """
 
     size: int
-    groups: list[LatentGroup] = field(default_factory=list)
+    coded: list[LatentItem] = field(default_factory=list)
     ready: dict[int, torch.Tensor] = field(default_factory=dict)
     targets: list[Any] | None = None
 
     def pin_memory(self) -> LatentBatch:
-        """Page-lock the tensors (DataLoader's ``pin_memory`` thread calls this), for non-blocking copies."""
-        for g in self.groups:
-            g.latents = g.latents.pin_memory()
-            g.alpha = [a.pin_memory() if a is not None else None for a in g.alpha]
+        """Page-lock the tensors (DataLoader's ``pin_memory`` thread calls this) for fast, async copies."""
+        for item in self.coded:
+            item.latents = item.latents.pin_memory()
+            item.alpha = item.alpha.pin_memory() if item.alpha is not None else None
         self.ready = {k: v.pin_memory() for k, v in self.ready.items()}
         return self
+
+
+def _compact(latents: np.ndarray) -> torch.Tensor:
+    """Integer latents in the smallest of int8, int16, int32 that holds them."""
+    low, high = (int(latents.min()), int(latents.max())) if latents.size else (0, 0)
+    for dtype in (np.int8, np.int16):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return torch.from_numpy(latents.astype(dtype))
+    return torch.from_numpy(latents.astype(np.int32, copy=False))
 
 
 def read_latents(dataset: ShardedImageDataset, indices: Sequence[int], mode: str | None) -> LatentBatch:
@@ -156,7 +167,6 @@ def read_latents(dataset: ShardedImageDataset, indices: Sequence[int], mode: str
     batch = LatentBatch(size=len(indices))
     targets: list[Any] = [None] * len(indices)
     has_target = False
-    groups: dict[tuple, tuple[list, list[int], list, list, list]] = {}
     for source, positions, locals_ in dataset.grouped(indices):
         ds = dataset.datasets[source]
         for pos, local in zip(positions, locals_, strict=True):
@@ -170,17 +180,9 @@ def read_latents(dataset: ShardedImageDataset, indices: Sequence[int], mode: str
                     image = image.convert(mode)
                 batch.ready[pos] = to_tensor(image)
                 continue
-            header, model, latents, (alpha, _icc) = ds.codec._parse(ds.archive.payload(info.name))
-            key = (model.model_id, header.quality, header.latent_shape)
-            lat, where, sizes, gray, alphas = groups.setdefault(key, ([], [], [], [], []))
-            lat.append(latents)
-            where.append(pos)
-            sizes.append((header.height, header.width))
-            gray.append(bool(header.flags & FLAG_GRAY))
-            alphas.append(torch.from_numpy(alpha) if header.flags & FLAG_ALPHA and alpha is not None else None)
-    for (model_id, quality, _), (lat, where, sizes, gray, alphas) in groups.items():
-        stacked = torch.from_numpy(np.stack(lat).astype(np.int32, copy=False))
-        batch.groups.append(LatentGroup(model_id, quality, stacked, where, sizes, gray, alphas))
+            header, _model, latents, (alpha, _icc) = ds.codec._parse(ds.archive.payload(info.name))
+            alpha_t = torch.from_numpy(alpha) if alpha is not None else None
+            batch.coded.append(LatentItem(pos, header, _compact(latents), alpha_t))
     batch.targets = targets if has_target else None
     return batch
 
@@ -204,8 +206,9 @@ def convert_mode(pixels: torch.Tensor, source: str, target: str) -> torch.Tensor
 class DeviceDecoder:
     """Main-process side of device decoding: synthesis of a :class:`LatentBatch` on ``device``.
 
-    Produces the same tensors as the CPU path (float32 (C, H, W) in [0, 1], C by the image's
-    mode), up to the float rounding of the synthesis on that device.
+    Runs the codec's own batched synthesis (one pass per latent shape, at most ``max_batch_pixels``
+    output pixels each), so it produces the same tensors as the CPU path (float32 (C, H, W) in
+    [0, 1], C by the image's mode) up to the float rounding of the device.
     """
 
     def __init__(
@@ -224,33 +227,23 @@ class DeviceDecoder:
         out: list[torch.Tensor | None] = [None] * batch.size
         for pos, tensor in batch.ready.items():
             out[pos] = tensor.to(self.device, non_blocking=True)
-        codec = self.codec
-        for g in batch.groups:
-            model = codec.store.get(g.model_id)
-            net = codec._net(model)
-            _, _, lh, lw = g.latents.shape
-            step = max(1, self.max_batch_pixels // (lh * lw * model.config.stride**2))
-            for start in range(0, len(g.positions), step):
-                lat = g.latents[start : start + step].to(self.device, non_blocking=True)
-                with torch.inference_mode(), codec._autocast():
-                    x_hat = net.synthesize(lat.float(), g.quality - 1)
-                with torch.inference_mode():
-                    pixels = x_hat.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-                for k in range(pixels.shape[0]):
-                    i = start + k
-                    h, w = g.sizes[i]
-                    rgb = pixels[k, :, :h, :w]
-                    own = "RGB"
-                    if g.gray[i]:
-                        rgb = rgb.float().mean(0, keepdim=True).round_().to(torch.uint8)
-                        own = "L"
-                    alpha = g.alpha[i]
-                    if alpha is not None:
-                        rgb = torch.cat([rgb, alpha.to(self.device, non_blocking=True).unsqueeze(0)])
-                        own += "A"
-                    if mode is not None:
-                        rgb = convert_mode(rgb, own, mode)
-                    out[g.positions[i]] = rgb.float().div_(255.0)
+        alphas = [i.alpha.to(self.device, non_blocking=True) if i.alpha is not None else None for i in batch.coded]
+        store = self.codec.store
+        parsed = [(i.header, store.get(i.header.model_id), i.latents.numpy(), ()) for i in batch.coded]
+        for chunk, pixels in self.codec._synthesize(parsed, self.max_batch_pixels):
+            for k, n in enumerate(chunk):
+                item = batch.coded[n]
+                image = pixels[k, :, : item.header.height, : item.header.width]
+                own = "RGB"
+                if item.header.flags & FLAG_GRAY:
+                    image = image.float().mean(0, keepdim=True).round_().to(torch.uint8)
+                    own = "L"
+                if alphas[n] is not None:
+                    image = torch.cat([image, alphas[n].unsqueeze(0)])
+                    own += "A"
+                if mode is not None:
+                    image = convert_mode(image, own, mode)
+                out[item.position] = image.float().div_(255.0)
         return [t for t in out if t is not None]
 
 
@@ -361,7 +354,7 @@ class ArchiveLoader:
     ``rank``/``world_size`` (default ``RANK``/``WORLD_SIZE`` or the ``torch.distributed`` group);
     ``uneven="wrap"`` (repeat a few samples) or ``"drop"`` so every rank gets as many samples;
     ``drop_last`` drops a last partial batch. Iterating again after a complete epoch starts the
-    next one; :meth:`set_epoch` chooses one explicitly.
+    next one; :meth:`set_epoch` chooses one explicitly (as for ``DistributedSampler``).
 
     Decoding: ``decode_device=None`` decodes in the workers; ``"cuda"`` (or ``"cpu"``, ``"auto"``)
     synthesises in the main process on that device (``transform`` runs there too, on device
@@ -439,6 +432,7 @@ class ArchiveLoader:
             mode=mode,
         )
         self.decode_device = decode_device
+        self._explicit_epoch = False
         self._decoder: DeviceDecoder | None = None
         self._decoder_args = (decode_device, sorted({str(m) for d in dataset.datasets for m in d.models}))
         self._decoder_options = (max_batch_pixels, precision)
@@ -487,8 +481,10 @@ class ArchiveLoader:
         return len(self.stream.batch_sizes(self.sampler.num_samples()))
 
     def set_epoch(self, epoch: int) -> None:
-        """Use epoch ``epoch`` (a different order per epoch); the current unfinished epoch keeps its position."""
+        """Use epoch ``epoch`` (a different order per epoch); the current epoch keeps its position,
+        so after ``load_state_dict`` a loop may call it with the saved epoch."""
         self.sampler.set_epoch(epoch)
+        self._explicit_epoch = True
 
     def state_dict(self) -> dict:
         """What :meth:`load_state_dict` needs: seed, epoch, global position, samples seen (plus sizes, to check)."""
@@ -512,8 +508,9 @@ class ArchiveLoader:
         return self.collate_fn(items)
 
     def __iter__(self) -> Iterator[Any]:
-        if self.sampler.complete:
+        if self.sampler.complete and not self._explicit_epoch:
             self.sampler.set_epoch(self.sampler.epoch + 1)
+        self._explicit_epoch = False
         self.sampler.load_state_dict(self.sampler.state_dict())
         s = self.sampler.state
         self.stream.set_position(s.seed, s.epoch, s.position)

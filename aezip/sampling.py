@@ -211,8 +211,9 @@ class DistributedBlockSampler:
         return len(self) == 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select an epoch: a new one starts at its beginning; the current unfinished one keeps its position."""
-        if epoch != self.state.epoch or self.complete:
+        """Select an epoch: another one starts at its beginning; the current one keeps its position
+        (so a resumed run's loop can call it; a finished epoch then yields nothing more)."""
+        if epoch != self.state.epoch:
             self.state = SamplerState(self.state.seed, epoch, 0)
 
     def advance(self, samples: int) -> None:
