@@ -244,13 +244,19 @@ def pack_cmd(
 ) -> None:
     """Pack the folder (or file) SRC into the archive OUT.
 
-    OUT ending in a slash, or an existing folder, receives SRC's name with .aez. An existing OUT
+    A tar file SRC (.tar, .tar.gz, .tgz, ...: e.g. a WebDataset shard) is packed as the files it
+    holds. OUT ending in a slash, or an existing folder, receives SRC's name with .aez. An existing OUT
     is never replaced without --force. Symbolic links are stored as links when they point inside
     SRC (never followed), otherwise skipped and reported; empty folders are kept.
     """
     if len(models) > 1:
         raise click.BadParameter("give one --model for packing", param_hint="--model")
     archive, into_folder = _archive_path(src, out)
+    from aezip.export import expanded_tar, is_tar_input, tar_stem
+
+    from_tar = is_tar_input(src)
+    if from_tar and into_folder:
+        archive = archive.with_name(f"{tar_stem(src)}.aez")
     if archive.is_dir():
         raise click.ClickException(f"{archive} is a folder")
     if os.path.lexists(archive) and not force:
@@ -261,6 +267,8 @@ def pack_cmd(
 
     codec = Codec(quality=quality, device=device, model=models[0] if models else None, entropy=entropy)
     start = time.perf_counter()
+    ctx = click.get_current_context()
+    src, tar_skipped = ctx.with_resource(expanded_tar(src, archive)) if from_tar else (src, [])
     found = collect(src, exclude=archive)
     made_folder = into_folder and not archive.parent.exists()
     if made_folder:
@@ -273,6 +281,7 @@ def pack_cmd(
         if made_folder:
             archive.parent.rmdir()
         raise
+    summary.skipped[:0] = tar_skipped
     seconds = time.perf_counter() - start
     extras = [_count(summary.links, "link")] if summary.links else []
     extras += [_count(summary.folders, "empty folder")] if summary.folders else []
@@ -352,6 +361,79 @@ def unpack_cmd(
         f"restored {_count(summary.files, 'file')} ({_count(summary.images, 'decoded image')})"
         + "".join(f", {e}" for e in extras)
         + f" to {dest}, {_human(summary.bytes_out)}, {seconds:.1f} s"
+    )
+
+
+@main.command("export")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["webdataset", "imagefolder"]),
+    required=True,
+    help="webdataset: tar shards DEST/NAME-000000.tar (KEY.png + KEY.json per image); "
+    "imagefolder: the images at their paths (class = folder).",
+)
+@click.option(
+    "--image-format",
+    type=click.Choice(["png", "original"]),
+    default="png",
+    show_default=True,
+    help="Coded images as lossless PNG of the reconstruction, or in their original format.",
+)
+@click.option(
+    "--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True, help="For --image-format original."
+)
+@click.option(
+    "--shard-size", type=click.IntRange(1), default=10_000, show_default=True, help="Images per WebDataset shard."
+)
+@click.option(
+    "-f", "--force", is_flag=True, help="Write into a DEST folder that is not empty, replacing same-named files."
+)
+@model_option
+@device_option
+@threads_option
+@_fail_cleanly
+def export_cmd(
+    archive: Path,
+    dest: Path,
+    fmt: str,
+    image_format: str,
+    jpeg_quality: int,
+    shard_size: int,
+    force: bool,
+    models: tuple[Path, ...],
+    device: str,
+    threads: int | None,
+) -> None:
+    """Export the images of ARCHIVE to DEST as WebDataset shards or an image folder tree.
+
+    Members that are not images (labels, CSV, links) are left out and counted; aezip unpack
+    restores them. Nothing appears in DEST until every image has been written.
+    """
+    _set_threads(threads)
+    from aezip.archive import Archive
+    from aezip.export import export
+
+    start = time.perf_counter()
+    with Archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "export") as progress:
+        summary = export(
+            arc,
+            dest,
+            fmt,
+            image_format=image_format,
+            jpeg_quality=jpeg_quality,
+            shard_size=shard_size,
+            overwrite=force,
+            progress=progress,
+        )
+    seconds = time.perf_counter() - start
+    what = _count(summary.files, "shard") if fmt == "webdataset" else _count(summary.files, "file")
+    left = f", {summary.left_out} other members left out" if summary.left_out else ""
+    click.echo(
+        f"exported {_count(summary.images, 'image')} as {what} to {dest}, {_human(summary.bytes_out)}{left}, "
+        f"{seconds:.1f} s"
     )
 
 
