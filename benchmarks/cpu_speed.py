@@ -1,0 +1,177 @@
+"""CPU speed and memory: today's code against a reference checkout, in the same run.
+
+Usage::
+
+    git worktree add /tmp/aezip-ref e9d10b3
+    python -m benchmarks.cpu_speed ../shared/data/kodak --reference /tmp/aezip-ref [--rounds 2]
+    python -m benchmarks.cpu_speed --memory 64   # peak RSS of pack + unpack of a 64 MP image
+
+End to end (process start included): ``aezip pack`` and ``aezip unpack`` of IMAGE_DIR with the
+reference code (``PYTHONPATH=REF``, its default threads) and with this code (default ``--jobs``,
+and ``--jobs 1``), alternating round by round so a load spike on a shared machine hits both.
+In process, one thread, per image: the analysis and synthesis in the training form (the old
+path) and in the inference form (channels_last; sub-pixel), beside Pillow's JPEG and WebP decode
+of the same image. Speeds are reported as ratios to the reference measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _run(cmd: list[str], pythonpath: str | None = None) -> float:
+    """Wall seconds of a command (its output discarded); fails loudly if it fails."""
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def end_to_end(image_dir: Path, reference: Path, rounds: int) -> dict[str, dict[str, float]]:
+    """Best wall time of pack and unpack per variant over ``rounds`` alternating rounds."""
+    aezip = [sys.executable, "-m", "aezip"]
+    variants = {"reference": (str(reference), []), "new": (str(Path(__file__).parent.parent), [])}
+    variants["new --jobs 1"] = (variants["new"][0], ["--jobs", "1"])
+    best: dict[str, dict[str, float]] = {k: {"pack": float("inf"), "unpack": float("inf")} for k in variants}
+    with tempfile.TemporaryDirectory(prefix="aezip-cpu-") as tmp:
+        for _ in range(rounds):
+            for name, (path, extra) in variants.items():
+                archive, dest = Path(tmp) / "k.aez", Path(tmp) / "out"
+                archive.unlink(missing_ok=True)
+                shutil.rmtree(dest, ignore_errors=True)
+                t = _run([*aezip, "pack", str(image_dir), str(archive), *extra], path)
+                best[name]["pack"] = min(best[name]["pack"], t)
+                t = _run([*aezip, "unpack", str(archive), str(dest), *extra], path)
+                best[name]["unpack"] = min(best[name]["unpack"], t)
+    return best
+
+
+def transforms(image_dir: Path, limit: int) -> list[tuple[str, float, float]]:
+    """(variant, encode MP/s, decode MP/s) on one thread; JPEG/WebP rows are Pillow decode only."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    from aezip.codec import Codec
+    from aezip.model.inference import InferenceModel
+
+    torch.set_num_threads(1)
+    codec = Codec(device="cpu")
+    net = codec.model.net.eval()
+    forms = {"inference (channels_last)": InferenceModel(net), "inference + sub-pixel": _subpixel(net)}
+    paths = sorted(image_dir.glob("*.png"))[:limit]
+    rows: dict[str, list[float]] = {}
+    pixels = 0
+    with torch.inference_mode():
+        for p in paths:
+            rgb = np.asarray(Image.open(p).convert("RGB"))
+            pixels += rgb.shape[0] * rgb.shape[1]
+            x = torch.from_numpy(np.stack([rgb])).permute(0, 3, 1, 2).float().div_(255)
+            y = torch.round(net.analyze(x, 5))
+            for name, form in {"training form (old path)": net, **forms}.items():
+                rows.setdefault(name, [0.0, 0.0])
+                rows[name][0] += _time(lambda f=form, x=x: f.analyze(x, 5))
+                rows[name][1] += _time(lambda f=form, y=y: f.synthesize(y, 5))
+            for fmt, opts in (("JPEG", {"quality": 90}), ("WEBP", {"quality": 80})):
+                buf = io.BytesIO()
+                Image.fromarray(rgb).save(buf, fmt, **opts)
+                data = buf.getvalue()
+                rows.setdefault(f"Pillow {fmt} (decode only)", [0.0, 0.0])
+                rows[f"Pillow {fmt} (decode only)"][1] += _time(lambda d=data: np.asarray(Image.open(io.BytesIO(d))))
+    mp = pixels / 1e6
+    return [(k, mp / v[0] if v[0] else 0.0, mp / v[1]) for k, v in rows.items()]
+
+
+def _subpixel(net: object) -> object:
+    """The inference form with every transposed convolution in sub-pixel form."""
+    from torch import nn
+
+    from aezip.model.inference import InferenceModel, subpixel_conv
+
+    form = InferenceModel(net)  # type: ignore[arg-type]
+    form.synthesis = nn.Sequential(
+        *(subpixel_conv(m) if isinstance(m, nn.ConvTranspose2d) else m for m in form.synthesis)
+    ).eval()
+    return form
+
+
+def _time(fn: object) -> float:
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def memory(megapixels: float) -> dict[str, float]:
+    """Peak RSS (GiB) of ``aezip pack`` and ``aezip unpack`` of one synthetic PNG of ``megapixels``."""
+    from PIL import Image
+
+    side = int((megapixels * 1e6 * 4 / 3) ** 0.5)
+    w, h = side, int(megapixels * 1e6 / side)
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="aezip-mem-") as tmp:
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        rgb = np.stack([128 + 60 * np.sin(xx * f) * np.cos(yy * f) for f in (0.01, 0.02, 0.03)], -1)
+        Image.fromarray(rgb.astype(np.uint8)).save(Path(tmp) / "big.png", compress_level=1)
+        del yy, xx, rgb
+        for step, args in (("pack", ["pack", "big.png", "big.aez"]), ("unpack", ["unpack", "big.aez", "out"])):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "aezip", *args], cwd=tmp, check=True, stdout=subprocess.DEVNULL)
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            out[f"{step}_peak_gib"] = max(peak, before) / 2**20
+            out[f"{step}_s"] = time.perf_counter() - start
+    out["width"], out["height"] = w, h
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("image_dir", type=Path, nargs="?")
+    parser.add_argument("--reference", type=Path, help="checkout of the code to compare with (e.g. e9d10b3)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=4, help="images for the in-process transform rows")
+    parser.add_argument("--memory", type=float, help="measure peak memory for an image of this many MP")
+    args = parser.parse_args()
+    if args.memory:
+        m = memory(args.memory)
+        print(f"{m['width']}x{m['height']} px synthetic PNG:")
+        print(f"pack: peak RSS {m['pack_peak_gib']:.2f} GiB, {m['pack_s']:.0f} s")
+        print(f"unpack: peak RSS {m['unpack_peak_gib']:.2f} GiB, {m['unpack_s']:.0f} s")
+        return
+    if args.image_dir is None:
+        parser.error("IMAGE_DIR is required")
+    if args.reference:
+        best = end_to_end(args.image_dir, args.reference, args.rounds)
+        ref = best["reference"]
+        print(f"End to end on {args.image_dir} (best of {args.rounds}, wall seconds, process start included):\n")
+        print("| code | pack s | unpack s | pack speed-up | unpack speed-up |")
+        print("|---|---:|---:|---:|---:|")
+        for name, t in best.items():
+            print(
+                f"| {name} | {t['pack']:.1f} | {t['unpack']:.1f} | "
+                f"{ref['pack'] / t['pack']:.2f}x | {ref['unpack'] / t['unpack']:.2f}x |"
+            )
+        print()
+    rows = transforms(args.image_dir, args.limit)
+    print(f"In process, one thread, first {args.limit} images: MP/s\n")
+    print("| path | analysis (encode) | synthesis (decode) |")
+    print("|---|---:|---:|")
+    for name, enc, dec in rows:
+        print(f"| {name} | {enc:.2f} | {dec:.2f} |" if enc else f"| {name} | | {dec:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
