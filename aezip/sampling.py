@@ -77,9 +77,9 @@ def epoch_order(
     ends = np.cumsum(block_len)
     within = np.arange(total, dtype=np.int64) - np.repeat(ends - block_len, block_len)
     order = np.repeat(block_start, block_len) + within
-    keys = rng.random(total)
-    windows = np.arange(total, dtype=np.int64) // window
-    return order[np.lexsort((keys, windows))]
+    full = total // window * window
+    mixed = rng.permuted(order[:full].reshape(-1, window), axis=1).ravel()
+    return np.concatenate([mixed, rng.permutation(order[full:])])
 
 
 def env_rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
