@@ -15,7 +15,7 @@ Stream layout (all integers little-endian)
 ``8 bytes tables id`` | ``u32 n_escapes`` | ``n_escapes`` varints | ANS words (``u32`` each).
 
 - tables id: the first 8 bytes of the sha256 of the context-tables file; a decoder refuses a
-  stream whose id differs from the tables it holds for the stream's model.
+  stream whose id differs from the tables it holds for the stream's model (as corrupt).
 - Symbol order: for ``i = 0 .. C-1``, channel ``c = order[i]``; its activity map ``a`` (h, w)
   is ``sum_{j < i} min(|v[order[j]]|, cap)``; context ``k[y, x]`` is the number of entries of
   ``thresholds[c]`` that are ``<= a[y, x]``; then for ``k = 0 .. n-1`` the positions of
@@ -45,7 +45,7 @@ from safetensors.torch import save as st_save
 
 from aezip.entropy.ans import _escape_codes, _one_line, _read_varints, _write_varints
 from aezip.entropy.tables import CdfTables
-from aezip.errors import CorruptArchiveError, ModelError, ModelMismatchError
+from aezip.errors import CorruptArchiveError, ModelError
 
 if TYPE_CHECKING:
     from aezip.model.weights import LoadedModel
@@ -173,9 +173,9 @@ def decode_ctx(data: bytes, shape: tuple[int, int, int], ctx: ContextTables) -> 
     if buf.size < ID_BYTES + 4:
         raise CorruptArchiveError("ans-ctx stream: truncated header")
     if buf[:ID_BYTES].tobytes() != ctx.ident:
-        raise ModelMismatchError(
-            f"ans-ctx stream was coded with context tables {buf[:ID_BYTES].tobytes().hex()}, "
-            f"not the loaded {ctx.ident.hex()}"
+        raise CorruptArchiveError(
+            f"ans-ctx stream names context tables {buf[:ID_BYTES].tobytes().hex()}, not the loaded "
+            f"{ctx.ident.hex()} (damaged, or coded with other tables)"
         )
     count = int(buf[ID_BYTES : ID_BYTES + 4].view("<u4")[0])
     if count > channels * per_channel or count > buf.size - ID_BYTES - 4:

@@ -40,7 +40,7 @@ def image_latents(model: LoadedModel, images: list[np.ndarray]) -> list[list[np.
     with torch.inference_mode():
         gains = [net.gain(q) for q in range(qualities)]
         for img in images:
-            x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+            x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
             hidden = net.analysis[:-1](pad_to_multiple(x, model.config.stride))
             y = net.analysis[-1](hidden.float())
             for q in range(qualities):
