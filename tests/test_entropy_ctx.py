@@ -354,3 +354,10 @@ def test_fit_quality_orders_channels_and_builds_valid_tables() -> None:
     assert list(fitted.order) == [1, 2, 0] and fitted.contexts == 4
     for lat in latents:
         assert np.array_equal(decode_ctx(encode_ctx(lat, fitted), lat.shape, fitted), lat)
+
+
+def test_format_doc_shows_the_golden_stream() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "FORMAT.md").read_text(encoding="utf-8")
+    block = doc.split("<!-- golden-ans-ctx -->", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    hexed = "".join(line.split("|")[1].replace(" ", "") for line in block.strip().splitlines())
+    assert hexed == GOLDEN_HEX
