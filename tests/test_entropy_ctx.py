@@ -361,3 +361,22 @@ def test_format_doc_shows_the_golden_stream() -> None:
     block = doc.split("<!-- golden-ans-ctx -->", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
     hexed = "".join(line.split("|")[1].replace(" ", "") for line in block.strip().splitlines())
     assert hexed == GOLDEN_HEX
+
+
+def test_damaged_shipped_side_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aezip.entropy import context as context_module
+
+    entry = default_model()
+    damaged = tmp_path / "damaged.ctx.safetensors"
+    data = bytearray((entry.path.parent / "v2-gpu-128x320.ctx.safetensors").read_bytes())
+    data[-1] ^= 1
+    damaged.write_bytes(bytes(data))
+    sha = hashlib.sha256((entry.path.parent / "v2-gpu-128x320.ctx.safetensors").read_bytes()).hexdigest()
+    monkeypatch.setattr(context_module, "_shipped_side_files", lambda: {entry.sha256: (damaged, sha)})
+    model = ModelStore().default()
+    saved, model.context = model.context, None
+    try:
+        with pytest.raises(ModelError, match="damaged"):
+            load_context(model)
+    finally:
+        model.context = saved

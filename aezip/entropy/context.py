@@ -329,15 +329,16 @@ def side_file_path(model_path: Path) -> Path:
     return model_path.with_name(stem + SIDE_SUFFIX)
 
 
-def _catalog_entry(model_sha256: str) -> tuple[Path, str] | None:
-    """File and sha256 of the shipped context tables of a shipped model, if the catalog lists them."""
+@functools.lru_cache(maxsize=1)
+def _shipped_side_files() -> dict[str, tuple[Path, str]]:
+    """Model sha256 → (file, sha256) of the shipped context tables, from ``catalog.json``."""
     weights = Path(str(resources.files("aezip.model") / "weights"))
     catalog = json.loads((weights / "catalog.json").read_text(encoding="utf-8"))
-    for entry in catalog["models"]:
-        side = entry.get("context_tables")
-        if entry["sha256"] == model_sha256 and side:
-            return weights / side["file"], side["sha256"]
-    return None
+    return {
+        m["sha256"]: (weights / m["context_tables"]["file"], m["context_tables"]["sha256"])
+        for m in catalog["models"]
+        if m.get("context_tables")
+    }
 
 
 def load_context(model: LoadedModel) -> ContextModel | None:
@@ -350,7 +351,7 @@ def load_context(model: LoadedModel) -> ContextModel | None:
     if model.context is not None:
         return model.context
     cfg = model.config
-    shipped = _catalog_entry(model.sha256)
+    shipped = _shipped_side_files().get(model.sha256)
     if shipped is not None:
         path, expected = shipped
     elif model.path is not None and side_file_path(model.path).is_file():
