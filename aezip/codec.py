@@ -22,6 +22,7 @@ float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import struct
 import threading
@@ -357,7 +358,8 @@ class Codec:
 
         Yields the stream indices of each batch and its padded uint8 pixels (B, 3, H, W) on the
         device. Images that fit in one tile are batched (``max_batch_pixels`` output pixels per
-        pass); larger ones go one at a time, a tile per pass, into one uint8 buffer.
+        pass; on a CUDA device only: a CPU decodes one image per pass); larger ones go one at a
+        time, a tile per pass, into one uint8 buffer.
         """
         groups: dict[tuple, list[int]] = {}
         for i, (header, model, _, _) in enumerate(parsed):
@@ -367,19 +369,24 @@ class Codec:
             q = parsed[indices[0]][0].quality - 1
             _, lh, lw = parsed[indices[0]][0].latent_shape
             transforms = self._transforms(model)
-            one_tile = lh <= self.tile and lw <= self.tile
+            one_tile = lh <= self.tile and lw <= self.tile and self.device.type != "cpu"
             step = max(1, max_batch_pixels // (lh * lw * model.config.stride**2)) if one_tile else 1
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
                 lat = np.stack([parsed[i][2] for i in chunk])
                 yield chunk, self._synthesize_tiled(transforms, lat, q, model.config.stride)
 
+    def _cpu_one_thread(self) -> contextlib.AbstractContextManager:
+        """On the CPU, one intra-op thread: decoded pixels then depend neither on the thread count nor
+        on batching (CPU images are decoded one per pass; two threads on one image measured no faster)."""
+        return one_thread() if self.device.type == "cpu" else contextlib.nullcontext()
+
     def _synthesize_tiled(self, transforms: Any, latents: np.ndarray, q: int, stride: int) -> torch.Tensor:
         """Integer latents (B, C, h, w) → uint8 pixels (B, 3, h·stride, w·stride) on the device."""
         b, _, lh, lw = latents.shape
         parts = tiles(lh, lw, self.tile)
         out = None
-        with torch.inference_mode():
+        with torch.inference_mode(), self._cpu_one_thread():
             if len(parts) > 1:
                 out = torch.empty((b, 3, lh * stride, lw * stride), dtype=torch.uint8, device=self.device)
             for top, bottom, left, right in parts:
