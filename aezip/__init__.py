@@ -64,7 +64,8 @@ def __getattr__(name: str) -> Any:
 
 
 def open(path: str, device: str = "auto", models: list[str] | None = None) -> Archive:  # noqa: A001
-    """Open an ``.aez`` archive for random access by member name (see :class:`aezip.Archive`)."""
-    from aezip.archive import Archive
+    """Open an ``.aez`` archive, or a sharded dataset (its ``manifest.json`` or folder), for random
+    access by member name (see :class:`aezip.Archive`)."""
+    from aezip.sharded import open_archive
 
-    return Archive(path, device=device, models=models)
+    return open_archive(path, device=device, models=models)

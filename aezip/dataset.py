@@ -28,11 +28,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from aezip.archive import Archive
 from aezip.codec import Codec
 from aezip.container import MemberInfo, MemberKind
 from aezip.errors import AezipError
 from aezip.imagefile import is_image_name
+from aezip.sharded import open_archive
 
 #: Output pixels per synthesis forward pass (the default of :meth:`aezip.Codec.decode_many`).
 #: Peak activation memory of a pass is about 240 bytes per output pixel (float32, measured on
@@ -77,6 +77,9 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 class ImageArchiveDataset(Dataset):
     """Map-style dataset of the images in an ``.aez`` archive (see the module docstring).
 
+    ``path`` may also be a sharded dataset (its ``manifest.json`` or folder): items are then the
+    images of every shard, in manifest order.
+
     ``dataset[i]`` is the ``i``-th image member in archive order (``dataset.names[i]``), as
 
     * ``output="tensor"`` (default): float32 CPU tensor (C, H, W) in [0, 1], C = 1 for grayscale,
@@ -117,7 +120,7 @@ class ImageArchiveDataset(Dataset):
         if max_batch_pixels < 1:
             raise AezipError("max_batch_pixels must be positive")
         self.models = list(models or [])
-        self.archive = Archive(path, device=device, models=self.models)
+        self.archive = open_archive(path, device=device, models=self.models)
         self.transform = transform
         self.target = target
         self.output = output

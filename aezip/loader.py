@@ -38,6 +38,7 @@ from aezip.codec import FLAG_GRAY, Codec, StreamHeader
 from aezip.container import MemberKind
 from aezip.dataset import DEFAULT_MAX_BATCH_PIXELS, ImageArchiveDataset, Target, Transform, to_tensor
 from aezip.errors import AezipError
+from aezip.manifest import is_manifest_path, shard_paths
 from aezip.sampling import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_WINDOW,
@@ -56,12 +57,14 @@ class ShardedImageDataset(Dataset):
 
     Item ``i`` is item ``i - offsets[k]`` of source ``k``; ``counts`` are the sources' sizes, the
     input of :mod:`aezip.sampling`. ``sources`` are archive paths (opened with ``options``, the
-    keyword arguments of :class:`aezip.ImageArchiveDataset`) or datasets already opened.
+    keyword arguments of :class:`aezip.ImageArchiveDataset`), manifests of sharded datasets (or
+    their folders: each shard becomes one source) or datasets already opened.
     """
 
     def __init__(self, sources: Sources, **options: Any) -> None:
         if isinstance(sources, (str, os.PathLike, ImageArchiveDataset)):
             sources = [sources]
+        sources = [p for s in sources for p in _expand(s)]
         self.datasets = [
             s if isinstance(s, ImageArchiveDataset) else ImageArchiveDataset(s, **options) for s in sources
         ]
@@ -114,6 +117,13 @@ class ShardedImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> Any:
         return self.get_batch([index])[0]
+
+
+def _expand(source: PathLike | ImageArchiveDataset) -> list[PathLike | ImageArchiveDataset]:
+    """A manifest (or dataset folder) as its shard paths, so each shard is one source; others as they are."""
+    if isinstance(source, ImageArchiveDataset) or not is_manifest_path(source):
+        return [source]
+    return list(shard_paths(source))
 
 
 @dataclass

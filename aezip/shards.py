@@ -1,0 +1,395 @@
+"""``aezip pack SRC DST/ --shard-size 1GB``: a folder tree into shards and a manifest, in parallel, resumable.
+
+1. **Plan** (driver): the sorted entries of SRC are cut into shards in order, a new shard
+   starting when the next file would take the current one past ``shard_bytes`` input bytes or
+   ``shard_images`` files. The plan depends only on the sorted names and sizes, so shard contents
+   (and bytes) are the same whatever the number of jobs or the engine.
+2. **Shards** (one task each, on any executor of :mod:`aezip.executors`): pack the shard's
+   entries into ``DST/shard-NNNNN.aez`` through a temporary file renamed on success, one intra-op
+   thread per task (so encoded bytes do not depend on the machine), and report its counts and sha256.
+3. **Commit** (driver): ``DST/manifest.json`` is written last, atomically.
+
+Resume: while a job runs, the driver keeps the records of finished shards in
+``DST/.aezip-pack.json``. Running the same pack again keeps every shard whose inputs digest
+(its entries' names, sizes, mtimes, modes and the codec settings) is unchanged and whose file still
+has the recorded sha256; it redoes the others. ``append`` packs files not yet in the dataset into
+new shards and leaves the existing ones untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aezip import __version__
+from aezip.codec import Codec
+from aezip.container import ArchiveReader, MemberKind
+from aezip.container import spec as container_spec
+from aezip.errors import AezipError, UnsafePathError
+from aezip.executors import Executor, LocalExecutor
+from aezip.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ShardedReader,
+    ShardRecord,
+    file_sha256,
+    parse_manifest,
+    write_manifest,
+)
+from aezip.model.inference import one_thread
+from aezip.pack import ON_ERROR, Collected, Entry, Summary, check_inputs, collect, pack
+
+JOURNAL_NAME = ".aezip-pack.json"
+SHARD_PATTERN = re.compile(r"shard-\d{5,}\.aez")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)b?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``1GB`` → 10⁹, ``512MiB`` → 512·2²⁰, ``1000`` → 1000 bytes (k, M, G, T, P; B and i optional)."""
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (examples: 1GB, 512MiB, 1000000)")
+    number, prefix, binary = match.groups()
+    power = "kmgtp".find(prefix.lower()) + 1 if prefix else 0
+    value = int(float(number) * (1024 if binary else 1000) ** power)
+    if value < 1:
+        raise ValueError(f"size must be at least one byte: {text!r}")
+    return value
+
+
+def shard_name(index: int) -> str:
+    """``shard-00000.aez`` for shard 0."""
+    return f"shard-{index:05d}.aez"
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """What a worker process needs to build the pack's codec."""
+
+    quality: int = 6
+    entropy: str = "auto"
+    model: str | None = None
+    device: str = "cpu"
+
+
+@functools.lru_cache(maxsize=4)
+def _codec(spec: CodecSpec) -> Codec:
+    """One codec per spec per process (workers pack many shards with one loaded model)."""
+    return Codec(quality=spec.quality, device=spec.device, model=spec.model, entropy=spec.entropy)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard to write: its entries (sorted), where, and how."""
+
+    name: str
+    folder: str
+    src: str
+    entries: tuple[Entry, ...]
+    codec: CodecSpec
+    on_error: str
+    inputs: str
+
+
+@dataclass
+class ShardResult:
+    """What a shard task reports: the manifest record and the inputs skipped or kept as is."""
+
+    record: ShardRecord
+    skipped: list[tuple[str, str]]
+    stored: list[tuple[str, str]]
+
+
+def pack_shard(task: ShardTask) -> ShardResult:
+    """Write one shard (temporary file renamed on success) and describe it; runs in any worker."""
+    path = Path(task.folder) / task.name
+    with one_thread():
+        summary = pack(
+            Path(task.src),
+            path,
+            _codec(task.codec),
+            files=Collected(entries=list(task.entries)),
+            on_error=task.on_error,
+            overwrite=True,
+            jobs=1,
+        )
+    with ArchiveReader(path) as reader:
+        names = [m.name for m in reader.members]
+    record = ShardRecord(
+        name=task.name,
+        members=len(names),
+        files=summary.files,
+        images=summary.images,
+        links=summary.links,
+        folders=summary.folders,
+        bytes_in=summary.bytes_in,
+        bytes=summary.bytes_out,
+        sha256=file_sha256(path),
+        inputs=task.inputs,
+        first=names[0] if names else "",
+        last=names[-1] if names else "",
+    )
+    return ShardResult(record, summary.skipped, summary.stored)
+
+
+def plan(entries: list[Entry], sizes: list[int], shard_bytes: int | None, shard_images: int | None) -> list[list[int]]:
+    """Entry positions per shard, in order: a new shard when the next file would pass either limit.
+
+    Links and empty folders count no bytes and no files; a file larger than ``shard_bytes`` gets a shard of its own.
+    """
+    shards: list[list[int]] = []
+    current: list[int] = []
+    used = files = 0
+    for i, entry in enumerate(entries):
+        is_file = entry.kind == MemberKind.RAW
+        full = (shard_images is not None and is_file and files >= shard_images) or (
+            shard_bytes is not None and is_file and files and used + sizes[i] > shard_bytes
+        )
+        if current and full:
+            shards.append(current)
+            current, used, files = [], 0, 0
+        current.append(i)
+        used += sizes[i]
+        files += is_file
+    if current:
+        shards.append(current)
+    return shards
+
+
+def _describe(entry: Entry) -> list[object]:
+    """What a shard's inputs digest covers for one entry: name, kind, link target, size, mtime, mode."""
+    try:
+        st = os.lstat(entry.path)
+    except OSError:
+        return [entry.name, int(entry.kind), entry.target, -1, 0, 0]
+    return [entry.name, int(entry.kind), entry.target, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777]
+
+
+def inputs_digest(settings: dict, entries: list[Entry]) -> str:
+    """sha256 over the codec settings and every entry of a shard: equal digests mean the same shard bytes."""
+    body = json.dumps({"settings": settings, "entries": [_describe(e) for e in entries]}, sort_keys=True)
+    return hashlib.sha256(body.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@dataclass
+class ShardedSummary:
+    """The outcome of :func:`pack_sharded`: the merged summary and which shards were written or kept."""
+
+    summary: Summary
+    manifest: Manifest
+    path: Path
+    written: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # --append: the shards already in the dataset
+    present: int = 0  # --append: files left out because the dataset already has them
+
+
+def _read_records(path: Path, allow_empty: bool) -> list[ShardRecord]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return parse_manifest(data, str(path), allow_empty=allow_empty).shards
+
+
+def _still_good(folder: Path, record: ShardRecord | None, inputs: str) -> bool:
+    """Whether a recorded shard can be kept: same inputs digest, file of the recorded size and sha256."""
+    if record is None or record.inputs != inputs:
+        return False
+    path = folder / record.name
+    try:
+        return path.stat().st_size == record.bytes and file_sha256(path) == record.sha256
+    except OSError:
+        return False
+
+
+def settings_of(codec: Codec, spec: CodecSpec, on_error: str) -> dict:
+    """The settings a manifest records (and every shard's inputs digest covers)."""
+    from aezip.model.registry import model_name
+
+    model_id = codec.model.model_id
+    return {
+        "quality": spec.quality,
+        "entropy": spec.entropy,
+        "model": model_id.hex(),
+        "model_name": model_name(model_id) or "",
+        "on_error": on_error,
+        "aezip": __version__,
+        "archive_format": ".".join(map(str, container_spec.FORMAT_VERSION)),
+    }
+
+
+def pack_sharded(
+    src: Path,
+    dst: Path,
+    spec: CodecSpec,
+    *,
+    shard_bytes: int | None = None,
+    shard_images: int | None = None,
+    executor: Executor | None = None,
+    on_error: str = "fail",
+    force: bool = False,
+    append: bool = False,
+    progress: Callable[[int], None] | None = None,
+    files: Collected | None = None,
+) -> ShardedSummary:
+    """Pack ``src`` into shards under ``dst`` and write ``dst/manifest.json`` last (see the module docstring).
+
+    ``force`` redoes every shard and replaces a dataset packed from other inputs or settings;
+    without it, such a dataset is refused. ``progress`` receives the number of files of each
+    finished shard.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if dst.exists() and not dst.is_dir():
+        raise AezipError(f"{dst} exists and is not a folder")
+    executor = executor or LocalExecutor(1)
+    codec = _codec(spec)
+    settings = settings_of(codec, spec, on_error)
+    manifest_path = dst / MANIFEST_NAME
+    committed = _read_records(manifest_path, allow_empty=False) if manifest_path.exists() else []
+    old_manifest = parse_manifest(manifest_path.read_bytes(), str(manifest_path)) if committed else None
+    if append and old_manifest is None:
+        raise AezipError(f"--append needs an existing dataset: {manifest_path} not found")
+    if append and old_manifest is not None and shard_bytes is None and shard_images is None:
+        shard_bytes, shard_images = old_manifest.settings.get("shard_size"), old_manifest.settings.get("shard_images")
+    if shard_bytes is None and shard_images is None:
+        raise AezipError("give a shard size (--shard-size) or a number of files per shard (--shard-images)")
+
+    found = collect(src) if files is None else files
+    summary = Summary(skipped=list(found.skipped))
+    failures = check_inputs(found)
+    if failures and on_error == "fail":
+        first, why, _ = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise AezipError(f"{first}: {why}{more}; nothing was written (see --on-error)")
+    storable = {name for name, _, ok in failures if ok and on_error == "store"}
+    for name, why, _ in failures:
+        (summary.stored if name in storable else summary.skipped).append((name, why))
+    left_out = {name for name, _, _ in failures} - storable
+    entries = [e for e in found.entries if e.name not in left_out]
+
+    kept: list[ShardRecord] = []
+    present = 0
+    if append:
+        assert old_manifest is not None
+        _check_same_settings(old_manifest.settings, settings)
+        kept = old_manifest.shards
+        with ShardedReader(manifest_path) as reader:
+            existing = [(m.name, m.kind) for m in reader.members]
+        have = {name for name, _ in existing}
+        present = sum(e.name in have for e in entries if e.kind == MemberKind.RAW)
+        entries = [e for e in entries if e.name not in have]
+        try:
+            container_spec.check_tree(existing + [(e.name, e.kind) for e in entries])
+        except UnsafePathError as exc:
+            raise AezipError(f"cannot append: {exc}") from None
+        if not entries:
+            raise AezipError(f"nothing to append: every file of {src} is already in {dst}")
+    elif not entries:
+        raise AezipError(f"nothing to pack in {src}")
+
+    sizes = [_size(e) for e in entries]
+    groups = plan(entries, sizes, shard_bytes, shard_images)
+    start = len(kept)
+    tasks = []
+    for k, group in enumerate(groups):
+        chosen = [entries[i] for i in group]
+        tasks.append(
+            ShardTask(
+                shard_name(start + k),
+                str(dst),
+                str(src),
+                tuple(chosen),
+                spec,
+                on_error,
+                inputs_digest(settings, chosen),
+            )
+        )
+    settings = {**settings, "shard_size": shard_bytes, "shard_images": shard_images}
+
+    journal = dst / JOURNAL_NAME
+    known = {r.name: r for r in _read_records(journal, allow_empty=True)}
+    if not append:
+        if committed and not force:
+            pairs = zip(committed, tasks, strict=False)
+            changed = len(committed) != len(tasks) or any(r.inputs != t.inputs for r, t in pairs)
+            if changed:
+                raise AezipError(
+                    f"{manifest_path} describes a dataset packed from other files or settings; "
+                    "use --force to replace it or --append to add new files"
+                )
+        if not committed and not known and not force:
+            foreign = sorted(p.name for p in dst.glob("shard-*.aez")) if dst.is_dir() else []
+            if foreign:
+                raise AezipError(f"{dst} already holds {foreign[0]} but no manifest; use --force to replace it")
+        known.update({r.name: r for r in committed})
+    if force:
+        known = {}
+
+    dst.mkdir(parents=True, exist_ok=True)
+    done: dict[str, ShardRecord] = {}
+    reused: list[str] = []
+    for task in tasks:
+        record = known.get(task.name)
+        if _still_good(dst, record, task.inputs):
+            assert record is not None
+            done[task.name] = record
+            reused.append(task.name)
+            if progress:
+                progress(record.files)
+    _write_journal(dst, kept, done, settings)
+    todo = [t for t in tasks if t.name not in done]
+    written: list[str] = []
+    for i, result in executor.run(pack_shard, todo):
+        done[todo[i].name] = result.record
+        written.append(todo[i].name)
+        summary.skipped += result.skipped
+        summary.stored += [s for s in result.stored if s[0] not in {n for n, _ in summary.stored}]
+        _write_journal(dst, kept, done, settings)
+        if progress:
+            progress(result.record.files)
+
+    manifest = Manifest(kept + [done[t.name] for t in tasks], settings, __version__)
+    write_manifest(dst, manifest)
+    journal.unlink(missing_ok=True)
+    names = {s.name for s in manifest.shards}
+    for stale in dst.glob("shard-*.aez"):
+        if SHARD_PATTERN.fullmatch(stale.name) and stale.name not in names:
+            stale.unlink()
+    for record in manifest.shards[len(kept) :]:
+        summary.files += record.files
+        summary.images += record.images
+        summary.links += record.links
+        summary.folders += record.folders
+        summary.bytes_in += record.bytes_in
+        summary.bytes_out += record.bytes
+    written.sort()
+    return ShardedSummary(summary, manifest, manifest_path, written, reused, [r.name for r in kept], present)
+
+
+def _size(entry: Entry) -> int:
+    if entry.kind != MemberKind.RAW:
+        return 0
+    try:
+        return os.stat(entry.path).st_size
+    except OSError:
+        return 0
+
+
+def _check_same_settings(old: dict, new: dict) -> None:
+    for key in ("quality", "entropy", "model", "on_error"):
+        if old.get(key) != new.get(key):
+            raise AezipError(f"cannot append with {key} {new.get(key)!r}: the dataset was packed with {old.get(key)!r}")
+
+
+def _write_journal(dst: Path, kept: list[ShardRecord], done: dict[str, ShardRecord], settings: dict) -> None:
+    """Record the finished shards, so a new run after a crash keeps them."""
+    records = kept + [done[name] for name in sorted(done)]
+    write_manifest(dst, Manifest(records, settings, __version__), JOURNAL_NAME)
