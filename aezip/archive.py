@@ -9,6 +9,7 @@ touch, becomes a RAW member: the original bytes in a zstd frame with a content c
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -23,7 +24,7 @@ from PIL import Image
 
 from aezip.codec import Codec, Decoded
 from aezip.container import ArchiveReader, ArchiveWriter, MemberInfo, MemberKind
-from aezip.errors import AezipError, CorruptArchiveError, UnsupportedImageError
+from aezip.errors import AezipError, CorruptArchiveError, ModelError, UnsupportedImageError
 from aezip.imagefile import (
     DEFAULT_JPEG_QUALITY,
     MAX_ICC_BYTES,
@@ -34,6 +35,7 @@ from aezip.imagefile import (
     open_image,
     prepare,
 )
+from aezip.model.weights import LoadedModel, model_from_bytes
 
 RAW_LEVEL = 10
 #: Largest member metadata parsed as JSON (aezip writes well under 200 KiB: format, mode, EXIF).
@@ -222,6 +224,23 @@ def output_name(info: MemberInfo, fmt: str) -> str:
     return info.name
 
 
+def add_model(writer: ArchiveWriter, model: LoadedModel) -> int:
+    """Store ``model``'s file in the archive as a MODEL member, so the archive decodes anywhere.
+
+    Returns the bytes added. The file is read again and must still be the model that coded the images.
+    """
+    if model.path is None:
+        raise AezipError(f"model {model.sha256[:32]} was not loaded from a file, so it cannot be embedded")
+    try:
+        data = Path(model.path).read_bytes()
+    except OSError as exc:
+        raise AezipError(f"cannot read model {model.path}: {exc.strerror or exc}") from None
+    if hashlib.sha256(data).hexdigest() != model.sha256:
+        raise AezipError(f"model file {model.path} changed while packing")
+    writer.add(model.sha256, MemberKind.MODEL, data, original_size=len(data), mode=0o644)
+    return len(data)
+
+
 class Archive:
     """Random access to the members of an ``.aez`` archive by name, in archive order.
 
@@ -263,24 +282,43 @@ class Archive:
 
     @property
     def members(self) -> list[MemberInfo]:
-        return self._reader.members
+        """The members that stand for files, links and folders (embedded models are not among them)."""
+        return [m for m in self._reader.members if m.kind != MemberKind.MODEL]
 
     @property
     def names(self) -> list[str]:
-        return [m.name for m in self._reader.members]
+        return [m.name for m in self.members]
 
     def __len__(self) -> int:
-        return len(self._reader)
+        return len(self.members)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._reader
+        return name in self._reader and self._reader[name].kind != MemberKind.MODEL
 
     def info(self, name: str) -> MemberInfo:
         """Index record of a member (KeyError if absent)."""
-        return self._reader[name]
+        info = self._reader[name]
+        if info.kind == MemberKind.MODEL:
+            raise KeyError(f"no member named {name!r} in {self.path}")
+        return info
+
+    def embedded_models(self) -> list[LoadedModel]:
+        """The models stored inside the archive (MODEL members), each checked against its sha256 name."""
+        models = []
+        for info in self._reader.members:
+            if info.kind != MemberKind.MODEL:
+                continue
+            data = self._reader.read_payload(info)
+            if hashlib.sha256(data).hexdigest() != info.name:
+                raise CorruptArchiveError(f"embedded model {info.name[:32]} does not match its sha256")
+            try:
+                models.append(model_from_bytes(data, source=f"embedded model {info.name[:32]}"))
+            except ModelError as exc:
+                raise CorruptArchiveError(str(exc)) from None
+        return models
 
     def is_image(self, name: str) -> bool:
         """Whether the member was coded by the model (lossy) rather than stored losslessly."""
@@ -291,7 +329,7 @@ class Archive:
         """The decoder, created on first use in each process (a forked worker never reuses a
         parent's CUDA decoder); loads the default model and any extra ones."""
         if self._codec is None or self._codec_pid != os.getpid():
-            self._codec = Codec(device=self._device, models=self._models)
+            self._codec = Codec(device=self._device, models=[*self._models, *self.embedded_models()])
             self._codec_pid = os.getpid()
         return self._codec
 

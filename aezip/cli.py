@@ -220,6 +220,15 @@ def _archive_path(src: Path, out: str) -> tuple[Path, bool]:
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option(
+    "--no-embed-model",
+    "embed_model",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="With --model FILE (a model aezip does not ship): do not store FILE in the archive "
+    "(about 10 MB); the archive then decodes only where FILE is passed with --model.",
+)
+@click.option(
     "--model",
     "models",
     multiple=True,
@@ -237,6 +246,7 @@ def pack_cmd(
     entropy: str,
     on_error: str,
     force: bool,
+    embed_model: bool,
     models: tuple[Path, ...],
     device: str,
     threads: int | None,
@@ -276,7 +286,17 @@ def pack_cmd(
     try:
         with _progress(len(found.entries), "pack") as progress:
             n_jobs = _jobs(jobs, threads, device)
-            summary = pack(src, archive, codec, progress, files=found, on_error=on_error, overwrite=force, jobs=n_jobs)
+            summary = pack(
+                src,
+                archive,
+                codec,
+                progress,
+                files=found,
+                on_error=on_error,
+                overwrite=force,
+                jobs=n_jobs,
+                embed_model=embed_model,
+            )
     except BaseException:
         if made_folder:
             archive.parent.rmdir()
@@ -287,6 +307,7 @@ def pack_cmd(
     extras += [_count(summary.folders, "empty folder")] if summary.folders else []
     extras += [f"{len(summary.skipped)} skipped"] if summary.skipped else []
     extras += [f"{len(summary.stored)} unreadable kept as is"] if summary.stored else []
+    extras += ["the model embedded"] if summary.embedded_models else []
     click.echo(
         f"packed {_count(summary.files, 'file')} ({_count(summary.images, 'coded image')})"
         + "".join(f", {e}" for e in extras)
@@ -480,18 +501,21 @@ def info_cmd(archive: Path) -> None:
     with ArchiveReader(archive) as reader:
         images = [m for m in reader.members if m.kind == MemberKind.IMAGE]
         headers = [parse_header(reader.read_payload(m))[0] for m in images]
-        total_in = sum(m.original_size for m in reader.members)
+        files = [m for m in reader.members if m.kind != MemberKind.MODEL]
+        embedded = {bytes.fromhex(m.name)[:16] for m in reader.members if m.kind == MemberKind.MODEL}
+        total_in = sum(m.original_size for m in files)
         version = reader.version
     size = archive.stat().st_size
     click.echo(f"archive:   {archive} (format {version[0]}.{version[1]})")
-    kinds = Counter(m.kind for m in reader.members)
+    kinds = Counter(m.kind for m in files)
     parts = [_count(len(images), "coded image"), f"{kinds[MemberKind.RAW]} stored losslessly"]
     parts += [_count(kinds[MemberKind.LINK], "link")] if kinds[MemberKind.LINK] else []
     parts += [_count(kinds[MemberKind.DIR], "folder")] if kinds[MemberKind.DIR] else []
-    click.echo(f"members:   {len(reader.members)} ({', '.join(parts)})")
+    parts += [_count(len(embedded), "embedded model")] if embedded else []
+    click.echo(f"members:   {len(files)} ({', '.join(parts)})")
     click.echo(f"size:      {_human(total_in)} → {_human(size)} (ratio {total_in / max(size, 1):.2f}x)")
     for label, counter in (
-        ("models", Counter(_model_label(h.model_id) for h in headers)),
+        ("models", Counter(_model_label(h.model_id, h.model_id in embedded) for h in headers)),
         ("quality", Counter(str(h.quality) for h in headers)),
         ("entropy", Counter(NAMES[h.entropy] for h in headers)),
     ):
@@ -499,12 +523,14 @@ def info_cmd(archive: Path) -> None:
             click.echo(f"{label + ':':10} " + ", ".join(f"{k} ×{v}" for k, v in sorted(counter.items())))
 
 
-def _model_label(model_id: bytes) -> str:
-    """A model's shipped name and id prefix, or the id alone for a model aezip does not ship."""
+def _model_label(model_id: bytes, embedded: bool = False) -> str:
+    """A model's shipped name and id prefix, or the id and where its file is for a model aezip does not ship."""
     from aezip.model.registry import model_name
 
     name = model_name(model_id)
-    return f"{name} ({model_id.hex()})" if name else f"{model_id.hex()} (not shipped: decode with --model FILE)"
+    if name:
+        return f"{name} ({model_id.hex()})"
+    return f"{model_id.hex()} ({'embedded in the archive' if embedded else 'not shipped: decode with --model FILE'})"
 
 
 @main.command("verify")

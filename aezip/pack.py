@@ -36,6 +36,7 @@ from aezip.archive import (
     MemberPlan,
     add_dir,
     add_link,
+    add_model,
     encode_member,
     iter_raw,
     output_name,
@@ -48,6 +49,7 @@ from aezip.container.spec import validate_link_target
 from aezip.errors import AezipError, UnsafePathError, UnsupportedImageError
 from aezip.imagefile import DEFAULT_JPEG_QUALITY, MAX_CODED_PIXELS, identify, is_image_name
 from aezip.model.inference import one_thread
+from aezip.model.registry import model_name
 from aezip.parallel import ordered_map
 
 Progress = Callable[[str], None]
@@ -92,6 +94,7 @@ class Summary:
     bytes_in: int = 0
     bytes_out: int = 0
     members: list[MemberPlan] = field(default_factory=list)
+    embedded_models: list[str] = field(default_factory=list)  # sha256 of models stored in the archive
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why) not in the output
     stored: list[tuple[str, str]] = field(default_factory=list)  # (name, why) unreadable images kept byte for byte
 
@@ -220,6 +223,7 @@ def pack(
     on_error: str = "fail",
     overwrite: bool = True,
     jobs: int = 1,
+    embed_model: bool = True,
 ) -> Summary:
     """Pack a folder (or one file) into ``out``; all or nothing.
 
@@ -229,6 +233,8 @@ def pack(
     read at all are skipped); the summary names them. Without ``overwrite`` an existing ``out`` is
     never replaced. ``files`` is :func:`collect`'s result when the caller already has it.
     ``jobs`` files are encoded at once, one intra-op thread each; the archive's bytes do not depend on it.
+    When images were coded with a model aezip does not ship, its file is stored in the archive
+    (unless ``embed_model`` is false), so the archive decodes on any machine with aezip.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -258,6 +264,9 @@ def pack(
                 summary.count(plan.kind)
             if progress:
                 progress(entry.name)
+        if embed_model and summary.images and model_name(codec.model.model_id) is None:
+            add_model(writer, codec.model)
+            summary.embedded_models.append(codec.model.sha256)
     summary.bytes_in = sum(p.original_size for p in summary.members)
     summary.bytes_out = out.stat().st_size
     return summary

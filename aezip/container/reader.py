@@ -268,6 +268,8 @@ def _parse_entry(view: memoryview, pos: int, number: int) -> tuple[MemberInfo, i
     member_kind = _check_entry_fields(name, kind, flags, mode)
     info = MemberInfo(name, member_kind, offset, length, crc, original_size, mode, mtime_ns, metadata)
     _check_dir(info)
+    if info.kind == MemberKind.MODEL:
+        spec.validate_model_member(info.name)
     return info, pos
 
 
