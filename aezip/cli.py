@@ -238,6 +238,22 @@ def _archive_path(src: Path, out: str) -> tuple[Path, bool]:
 @device_option
 @threads_option
 @jobs_option
+@click.option(
+    "--shard-size",
+    metavar="SIZE",
+    help="Write a sharded dataset: OUT is a folder of shard-NNNNN.aez files of at most SIZE input bytes "
+    "each (1GB, 512MiB, ...) and a manifest.json; --jobs shards are packed at once, one process each.",
+)
+@click.option("--shard-images", type=click.IntRange(1), help="Sharded dataset with at most N files per shard.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where shards are packed: local processes, or Ray tasks (RAY_ADDRESS, else a local Ray; aezip[ray]).",
+)
+@click.option("--append", is_flag=True, help="Add the files of SRC not yet in the sharded dataset OUT as new shards.")
+@click.option("--json", "as_json", is_flag=True, help="Sharded datasets: print the summary as JSON.")
 @_fail_cleanly
 def pack_cmd(
     src: Path,
@@ -251,6 +267,11 @@ def pack_cmd(
     device: str,
     threads: int | None,
     jobs: int | None,
+    shard_size: str | None,
+    shard_images: int | None,
+    engine: str,
+    append: bool,
+    as_json: bool,
 ) -> None:
     """Pack the folder (or file) SRC into the archive OUT.
 
@@ -258,9 +279,22 @@ def pack_cmd(
     holds. OUT ending in a slash, or an existing folder, receives SRC's name with .aez. An existing OUT
     is never replaced without --force. Symbolic links are stored as links when they point inside
     SRC (never followed), otherwise skipped and reported; empty folders are kept.
+
+    With --shard-size or --shard-images, OUT is a dataset folder (shards and manifest.json, written
+    last); running the same command again keeps the shards that are complete and redoes the rest.
     """
     if len(models) > 1:
         raise click.BadParameter("give one --model for packing", param_hint="--model")
+    if shard_size or shard_images or append:
+        from aezip.cli_shards import pack_shards_cmd
+
+        _set_threads(threads)
+        options = {"quality": quality, "entropy": entropy, "on_error": on_error, "force": force}
+        options.update(model=models[0] if models else None, device=device, embed_model=embed_model)
+        options.update(jobs=_jobs(jobs, threads, device), shard_size=shard_size, shard_images=shard_images)
+        return pack_shards_cmd(src, out, engine=engine, append=append, as_json=as_json, **options)
+    if engine != "local" or as_json:
+        raise click.UsageError("--engine and --json are for sharded datasets: add --shard-size or --shard-images")
     archive, into_folder = _archive_path(src, out)
     from aezip.export import expanded_tar, is_tar_input, tar_stem
 
@@ -319,7 +353,7 @@ def pack_cmd(
 
 
 @main.command("unpack")
-@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("archive", type=click.Path(exists=True, path_type=Path))
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--format",
@@ -365,12 +399,12 @@ def unpack_cmd(
     if force and skip_existing:
         raise click.UsageError("--force and --skip-existing exclude each other")
     _set_threads(threads)
-    from aezip.archive import Archive
     from aezip.pack import unpack
+    from aezip.sharded import open_archive
 
     existing = "replace" if force else "skip" if skip_existing else "refuse"
     start = time.perf_counter()
-    with Archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "unpack") as progress:
+    with open_archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "unpack") as progress:
         summary = unpack(
             arc, dest, fmt, progress, existing=existing, jpeg_quality=jpeg_quality, jobs=_jobs(jobs, threads, device)
         )
@@ -386,7 +420,7 @@ def unpack_cmd(
 
 
 @main.command("export")
-@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("archive", type=click.Path(exists=True, path_type=Path))
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--format",
@@ -434,11 +468,11 @@ def export_cmd(
     restores them. Nothing appears in DEST until every image has been written.
     """
     _set_threads(threads)
-    from aezip.archive import Archive
     from aezip.export import export
+    from aezip.sharded import open_archive
 
     start = time.perf_counter()
-    with Archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "export") as progress:
+    with open_archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "export") as progress:
         summary = export(
             arc,
             dest,
@@ -459,14 +493,15 @@ def export_cmd(
 
 
 @main.command("list")
-@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("archive", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per member, as a JSON array.")
 @_fail_cleanly
 def list_cmd(archive: Path, as_json: bool) -> None:
     """List the members of ARCHIVE: kind, original size, stored size, name."""
-    from aezip.container import ArchiveReader, MemberKind
+    from aezip.container import MemberKind
+    from aezip.manifest import open_reader
 
-    with ArchiveReader(archive) as reader:
+    with open_reader(archive) as reader:
         rows = []
         for m in reader.members:
             row: dict[str, Any] = {
@@ -490,23 +525,27 @@ def list_cmd(archive: Path, as_json: bool) -> None:
 
 
 @main.command("info")
-@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("archive", type=click.Path(exists=True, path_type=Path))
 @_fail_cleanly
 def info_cmd(archive: Path) -> None:
     """Summarise ARCHIVE: format version, members, sizes, models and qualities used."""
     from aezip.codec import parse_header
-    from aezip.container import ArchiveReader, MemberKind
+    from aezip.container import MemberKind
     from aezip.entropy import NAMES
+    from aezip.manifest import ShardedReader, archive_bytes, open_reader
 
-    with ArchiveReader(archive) as reader:
+    with open_reader(archive) as reader:
         images = [m for m in reader.members if m.kind == MemberKind.IMAGE]
         headers = [parse_header(reader.read_payload(m))[0] for m in images]
         files = [m for m in reader.members if m.kind != MemberKind.MODEL]
         embedded = {bytes.fromhex(m.name)[:16] for m in reader.members if m.kind == MemberKind.MODEL}
         total_in = sum(m.original_size for m in files)
         version = reader.version
-    size = archive.stat().st_size
+        size = archive_bytes(reader)
+        shards = len(reader.readers) if isinstance(reader, ShardedReader) else 0
     click.echo(f"archive:   {archive} (format {version[0]}.{version[1]})")
+    if shards:
+        click.echo(f"shards:    {_count(shards, 'shard')} (manifest version {reader.manifest.version})")
     kinds = Counter(m.kind for m in files)
     parts = [_count(len(images), "coded image"), f"{kinds[MemberKind.RAW]} stored losslessly"]
     parts += [_count(kinds[MemberKind.LINK], "link")] if kinds[MemberKind.LINK] else []
@@ -534,7 +573,7 @@ def _model_label(model_id: bytes, embedded: bool = False) -> str:
 
 
 @main.command("verify")
-@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("archive", type=click.Path(exists=True, path_type=Path))
 @model_option
 @device_option
 @threads_option
@@ -543,10 +582,12 @@ def _model_label(model_id: bytes, embedded: bool = False) -> str:
 def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: int | None, jobs: int | None) -> None:
     """Check every checksum of ARCHIVE and that every member decodes."""
     _set_threads(threads)
-    from aezip.archive import Archive
+    from aezip.cli_shards import check_manifest_checksums
     from aezip.pack import verify
+    from aezip.sharded import open_archive
 
-    with Archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "verify") as progress:
+    check_manifest_checksums(archive)
+    with open_archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "verify") as progress:
         summary = verify(arc, progress, jobs=_jobs(jobs, threads, device))
     members = summary.files + summary.links + summary.folders
     click.echo(f"ok: {_count(members, 'member')} ({_count(summary.images, 'coded image')}) verified")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -26,8 +27,16 @@ class Executor(Protocol):
     def run(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[tuple[int, Any]]: ...
 
 
+def _start_method() -> str:
+    """``fork`` on Linux while CUDA is not initialised (workers start in milliseconds and run one intra-op
+    thread each, as DataLoader workers do), else ``spawn``."""
+    import torch
+
+    return "fork" if sys.platform == "linux" and not torch.cuda.is_initialized() else "spawn"
+
+
 class LocalExecutor:
-    """``jobs`` worker processes (``spawn``: safe with torch's threads), or this process when ``jobs`` is 1."""
+    """``jobs`` worker processes, or this process when ``jobs`` is 1."""
 
     def __init__(self, jobs: int = 1) -> None:
         self.jobs = max(1, jobs)
@@ -37,7 +46,7 @@ class LocalExecutor:
             for i, task in enumerate(tasks):
                 yield i, fn(task)
             return
-        context = multiprocessing.get_context("spawn")
+        context = multiprocessing.get_context(_start_method())
         pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(tasks)), mp_context=context)
         try:
             pending: dict[Future[Any], int] = {pool.submit(fn, task): i for i, task in enumerate(tasks)}

@@ -95,6 +95,7 @@ class ShardTask:
     codec: CodecSpec
     on_error: str
     inputs: str
+    embed_model: bool = True
 
 
 @dataclass
@@ -118,6 +119,7 @@ def pack_shard(task: ShardTask) -> ShardResult:
             on_error=task.on_error,
             overwrite=True,
             jobs=1,
+            embed_model=task.embed_model,
         )
     with ArchiveReader(path) as reader:
         names = [m.name for m in reader.members]
@@ -238,12 +240,13 @@ def pack_sharded(
     append: bool = False,
     progress: Callable[[int], None] | None = None,
     files: Collected | None = None,
+    embed_model: bool = True,
 ) -> ShardedSummary:
     """Pack ``src`` into shards under ``dst`` and write ``dst/manifest.json`` last (see the module docstring).
 
     ``force`` redoes every shard and replaces a dataset packed from other inputs or settings;
     without it, such a dataset is refused. ``progress`` receives the number of files of each
-    finished shard.
+    finished shard. ``embed_model`` as for :func:`aezip.pack.pack` (each shard then carries the model).
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -263,6 +266,7 @@ def pack_sharded(
         raise AezipError("give a shard size (--shard-size) or a number of files per shard (--shard-images)")
 
     found = collect(src) if files is None else files
+    found.entries = _outside(found.entries, src, dst)
     summary = Summary(skipped=list(found.skipped))
     failures = check_inputs(found)
     if failures and on_error == "fail":
@@ -310,6 +314,7 @@ def pack_sharded(
                 spec,
                 on_error,
                 inputs_digest(settings, chosen),
+                embed_model,
             )
         )
     settings = {**settings, "shard_size": shard_bytes, "shard_images": shard_images}
@@ -372,6 +377,17 @@ def pack_sharded(
         summary.bytes_out += record.bytes
     written.sort()
     return ShardedSummary(summary, manifest, manifest_path, written, reused, [r.name for r in kept], present)
+
+
+def _outside(entries: list[Entry], src: Path, dst: Path) -> list[Entry]:
+    """``entries`` less the dataset folder itself when it lies inside the source folder."""
+    try:
+        inner = dst.resolve().relative_to(src.resolve()).as_posix()
+    except ValueError:
+        return entries
+    if inner == ".":
+        raise AezipError(f"{dst} is the source folder; write the dataset somewhere else")
+    return [e for e in entries if e.name != inner and not e.name.startswith(inner + "/")]
 
 
 def _size(entry: Entry) -> int:

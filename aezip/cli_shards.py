@@ -1,0 +1,127 @@
+"""``aezip pack`` into a sharded dataset (``--shard-size``, ``--shard-images``, ``--append``): the CLI side."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from aezip.errors import AezipError
+
+
+def shard_size_option(text: str | None) -> int | None:
+    """``--shard-size`` as bytes (a usage error, exit 2, when it is not a size)."""
+    if text is None:
+        return None
+    from aezip.shards import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard-size") from None
+
+
+def pack_shards_cmd(
+    src: Path,
+    out: str,
+    *,
+    quality: int,
+    entropy: str,
+    on_error: str,
+    force: bool,
+    model: Path | None,
+    embed_model: bool,
+    device: str,
+    jobs: int,
+    shard_size: str | None,
+    shard_images: int | None,
+    engine: str,
+    append: bool,
+    as_json: bool,
+) -> None:
+    """Pack SRC into the dataset folder OUT (shards + manifest.json) and print the summary."""
+    from aezip.executors import make_executor
+    from aezip.export import expanded_tar, is_tar_input
+    from aezip.shards import CodecSpec, pack_sharded
+
+    if append and force:
+        raise click.UsageError("--append and --force exclude each other")
+    dst = Path(out)
+    if dst.exists() and not dst.is_dir():
+        raise click.ClickException(f"{dst} exists and is not a folder (a sharded dataset is a folder)")
+    size = shard_size_option(shard_size)
+    spec = CodecSpec(quality, entropy, str(model) if model else None, "cpu" if device == "auto" else device)
+    executor = make_executor(engine, jobs)
+    ctx = click.get_current_context()
+    tar_skipped: list[tuple[str, str]] = []
+    if is_tar_input(src):
+        src, tar_skipped = ctx.with_resource(expanded_tar(src, dst / "manifest.json"))
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    with tqdm(desc="pack", unit="file", disable=None, leave=False, dynamic_ncols=True) as bar:
+        result = pack_sharded(
+            src,
+            dst,
+            spec,
+            shard_bytes=size,
+            shard_images=shard_images,
+            executor=executor,
+            on_error=on_error,
+            force=force,
+            append=append,
+            progress=bar.update,
+            embed_model=embed_model,
+        )
+    seconds = time.perf_counter() - start
+    s = result.summary
+    s.skipped[:0] = tar_skipped
+    totals = result.manifest.totals()
+    if as_json:
+        body = {
+            "manifest": str(result.path),
+            "shards": totals["shards"],
+            "written": result.written,
+            "reused": result.reused,
+            "kept": result.kept,
+            "files": s.files,
+            "images": s.images,
+            "bytes_in": s.bytes_in,
+            "bytes_out": s.bytes_out,
+            "seconds": round(seconds, 3),
+            "files_per_second": round(s.files / seconds, 2) if seconds else None,
+            "already_present": result.present,
+            "skipped": [list(x) for x in s.skipped],
+            "stored": [list(x) for x in s.stored],
+        }
+        click.echo(json.dumps(body, indent=1))
+        return
+    from aezip.cli import _count, _human, _report
+
+    how = f"{len(result.written)} written, {len(result.reused)} reused"
+    how += f", {len(result.kept)} kept from before" if result.kept else ""
+    extras = [f"{len(s.skipped)} skipped"] if s.skipped else []
+    extras += [f"{len(s.stored)} unreadable kept as is"] if s.stored else []
+    extras += [f"{result.present} already in the dataset"] if result.present else []
+    click.echo(
+        f"packed {_count(s.files, 'file')} ({_count(s.images, 'coded image')})"
+        + "".join(f", {e}" for e in extras)
+        + f" into {result.path} ({_count(totals['shards'], 'shard')}: {how}): "
+        f"{_human(s.bytes_in)} → {_human(s.bytes_out)}, ratio {s.ratio:.2f}x, {seconds:.1f} s"
+    )
+    _report("skipped", s.skipped)
+    _report("stored byte for byte (unreadable images)", s.stored)
+
+
+def check_manifest_checksums(path: Path) -> int:
+    """For ``verify``: the sha256 of every shard against the manifest (0 for a one-file archive)."""
+    from aezip.manifest import check_checksums, is_manifest_path
+
+    if not is_manifest_path(path):
+        return 0
+    try:
+        return check_checksums(path)
+    except FileNotFoundError as exc:
+        raise AezipError(f"shard missing: {exc.filename}") from None

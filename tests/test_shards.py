@@ -1,0 +1,219 @@
+"""Sharded datasets: pack into shards + manifest (any job count, local or Ray), read them back, resume, append."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import aezip
+from aezip.cli import main
+from aezip.executors import LocalExecutor
+from aezip.loader import ArchiveLoader, ShardedImageDataset
+from aezip.shards import CodecSpec, pack_sharded, parse_size
+from tests.conftest import photo_like
+
+IMAGES = 96
+PER_SHARD = 20  # files per shard: 96 images + labels.csv → 5 shards
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _shards(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _pack(src: Path, dst: Path, *extra: str) -> str:
+    result = CliRunner().invoke(main, ["pack", str(src), str(dst), "--device", "cpu", *extra])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Many small images in class folders, a labels file, a link and an empty folder."""
+    root = tmp_path_factory.mktemp("src")
+    for i in range(IMAGES):
+        path = root / f"class{i % 4}" / f"{i:04d}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(photo_like(12 + i % 5, 12, i)).save(path)
+    (root / "labels.csv").write_text("".join(f"{i},{i % 4}\n" for i in range(IMAGES)))
+    os.symlink("class0/0000.png", root / "first.png")
+    (root / "empty").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ds") / "data"
+    output = _pack(tree, out, "--shard-images", str(PER_SHARD), "--jobs", "1")
+    assert "5 shards: 5 written, 0 reused" in output
+    return out
+
+
+def test_manifest_lists_shards_with_checksums(dataset: Path) -> None:
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["format"] == "aezip-manifest" and manifest["version"] == 1
+    names = [s["name"] for s in manifest["shards"]]
+    assert names == [f"shard-{k:05d}.aez" for k in range(5)]
+    assert sorted(p.name for p in dataset.iterdir()) == sorted([*names, "manifest.json"])  # no journal, no temp files
+    assert manifest["totals"]["files"] == IMAGES + 1 and manifest["totals"]["images"] == IMAGES
+    assert manifest["settings"]["quality"] == 6 and manifest["settings"]["model_name"]
+    for shard in manifest["shards"]:
+        assert shard["bytes"] == (dataset / shard["name"]).stat().st_size
+        assert shard["files"] <= PER_SHARD
+
+
+def test_jobs_and_shard_size_give_the_same_bytes(tree: Path, dataset: Path, tmp_path: Path) -> None:
+    _pack(tree, tmp_path / "two", "--shard-images", str(PER_SHARD), "--jobs", "2")
+    assert _shards(tmp_path / "two") == _shards(dataset)
+    out = json.loads(_pack(tree, tmp_path / "sized", "--shard-size", "2KB", "--json"))
+    assert out["shards"] >= 4 and len(out["written"]) == out["shards"]
+
+
+def test_every_command_reads_a_manifest(tree: Path, dataset: Path, tmp_path: Path, runner: CliRunner) -> None:
+    single = tmp_path / "one.aez"
+    _pack(tree, single)
+    for target in (dataset, dataset / "manifest.json"):
+        listed = runner.invoke(main, ["list", str(target), "--json"])
+        assert listed.exit_code == 0, listed.output
+        assert json.loads(listed.output) == json.loads(runner.invoke(main, ["list", str(single), "--json"]).output)
+    info = runner.invoke(main, ["info", str(dataset)])
+    assert info.exit_code == 0 and "5 shards" in info.output, info.output
+    verified = runner.invoke(main, ["verify", str(dataset), "--device", "cpu"])
+    assert verified.exit_code == 0 and "verified" in verified.output, verified.output
+    for src, dest in ((dataset, tmp_path / "from-shards"), (single, tmp_path / "from-one")):
+        result = runner.invoke(main, ["unpack", str(src), str(dest), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+    assert _files(tmp_path / "from-shards") == _files(tmp_path / "from-one")
+    assert (tmp_path / "from-shards" / "first.png").is_symlink() and (tmp_path / "from-shards" / "empty").is_dir()
+
+
+def test_python_api_reads_a_manifest(dataset: Path, tmp_path: Path) -> None:
+    with aezip.open(str(dataset / "manifest.json"), device="cpu") as archive:
+        assert len(archive) == IMAGES + 3
+        assert archive.image("class3/0095.png").size == (12, 12)
+        assert archive.read_bytes("labels.csv").startswith(b"0,0\n")
+    items = aezip.ImageArchiveDataset(dataset, device="cpu")
+    assert len(items) == IMAGES  # labels.csv and the link first.png are not items
+    sharded = ShardedImageDataset(dataset, device="cpu")
+    assert len(sharded.counts) == 5 and sum(sharded.counts) == len(items)
+    loader = ArchiveLoader(dataset / "manifest.json", batch_size=8, shuffle=False, collate_fn=list, world_size=1)
+    first = next(iter(loader))
+    assert len(first) == 8 and len(loader) == IMAGES // 8
+
+
+def test_resume_redoes_only_missing_or_broken_shards(tree: Path, dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(dataset, out, symlinks=True)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (out / "shard-00001.aez").unlink()
+    broken = bytearray((out / "shard-00003.aez").read_bytes())
+    broken[40] ^= 0xFF
+    (out / "shard-00003.aez").write_bytes(bytes(broken))
+    result = json.loads(_pack(tree, out, "--shard-images", str(PER_SHARD), "--json"))
+    assert result["written"] == ["shard-00001.aez", "shard-00003.aez"]
+    assert result["reused"] == ["shard-00000.aez", "shard-00002.aez", "shard-00004.aez"]
+    assert _shards(out) == _shards(dataset)
+    assert all(out.joinpath(n).stat().st_mtime_ns == before[n] for n in result["reused"])
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DiesAfter(LocalExecutor):
+    """An executor whose job dies after ``n`` shards (as a killed pack would)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(1)
+        self.n = n
+
+    def run(self, fn, tasks):  # type: ignore[no-untyped-def]
+        for done, item in enumerate(super().run(fn, tasks)):
+            if done == self.n:
+                raise _Killed
+            yield item
+
+
+def test_killed_pack_resumes_from_finished_shards(tree: Path, dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        pack_sharded(tree, out, CodecSpec(device="cpu"), shard_images=PER_SHARD, executor=_DiesAfter(2))
+    assert not (out / "manifest.json").exists()
+    result = json.loads(_pack(tree, out, "--shard-images", str(PER_SHARD), "--json"))
+    assert result["reused"] == ["shard-00000.aez", "shard-00001.aez"]
+    assert result["written"] == ["shard-00002.aez", "shard-00003.aez", "shard-00004.aez"]
+    assert _shards(out) == _shards(dataset)
+
+
+def test_changed_dataset_needs_force_and_append_adds_shards(tree: Path, tmp_path: Path, runner: CliRunner) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(tree, src, symlinks=True)
+    out = tmp_path / "grow"
+    _pack(src, out, "--shard-images", "40")
+    old = _shards(out)
+    Image.fromarray(photo_like(12, 12, 999)).save(src / "class1" / "new.png")
+    refused = runner.invoke(main, ["pack", str(src), str(out), "--shard-images", "40", "--device", "cpu"])
+    assert refused.exit_code == 1 and "--force" in refused.output and "Traceback" not in refused.output
+    added = json.loads(_pack(src, out, "--append", "--json"))
+    assert added["written"] == ["shard-00003.aez"] and added["files"] == 1 and added["already_present"] == IMAGES + 1
+    assert all(_shards(out)[name] == data for name, data in old.items() if name != "manifest.json")
+    with aezip.open(str(out), device="cpu") as archive:
+        assert "class1/new.png" in archive and len(archive) == IMAGES + 4
+    nothing = runner.invoke(main, ["pack", str(src), str(out), "--append", "--device", "cpu"])
+    assert nothing.exit_code == 1 and "nothing to append" in nothing.output
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: "{not json", "not JSON"),
+        (lambda m: m.replace('"version": 1', '"version": 99'), "newer"),
+        (lambda m: m.replace('"shard-00000.aez"', '"../x.aez"'), "plain, unique"),
+        (lambda m: m.replace('"bytes": ', '"bytes": 1', 1), "the manifest says"),
+    ],
+)
+def test_bad_manifest_is_one_line_error(dataset: Path, tmp_path: Path, runner: CliRunner, edit, message) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "bad"
+    shutil.copytree(dataset, out)
+    manifest = out / "manifest.json"
+    manifest.write_text(edit(manifest.read_text()))
+    result = runner.invoke(main, ["list", str(out)])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_checksum_mismatch_fails_verify(dataset: Path, tmp_path: Path, runner: CliRunner) -> None:
+    out = tmp_path / "tampered"
+    shutil.copytree(dataset, out)
+    data = bytearray((out / "shard-00002.aez").read_bytes())
+    data[30] ^= 1
+    (out / "shard-00002.aez").write_bytes(bytes(data))
+    result = runner.invoke(main, ["verify", str(out), "--device", "cpu"])
+    assert result.exit_code == 1 and "shard-00002.aez" in result.output
+
+
+def test_usage_errors(tree: Path, tmp_path: Path, runner: CliRunner) -> None:
+    bad = runner.invoke(main, ["pack", str(tree), str(tmp_path / "x"), "--shard-size", "lots"])
+    assert bad.exit_code == 2 and "not a size" in bad.output
+    both = runner.invoke(main, ["pack", str(tree), str(tmp_path / "x"), "--engine", "ray"])
+    assert both.exit_code == 2 and "--shard-size" in both.output
+    assert parse_size("1GB") == 10**9 and parse_size("512MiB") == 512 << 20 and parse_size("1000") == 1000
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None or os.environ.get("AEZIP_TEST_RAY") != "1",
+    reason="needs ray and AEZIP_TEST_RAY=1 (starts a local 2-CPU Ray instance)",
+)
+def test_ray_engine_writes_the_same_shards(tree: Path, dataset: Path, tmp_path: Path) -> None:
+    _pack(tree, tmp_path / "ray", "--shard-images", str(PER_SHARD), "--engine", "ray", "--jobs", "2")
+    assert _shards(tmp_path / "ray") == _shards(dataset)
