@@ -36,6 +36,7 @@ from aezip.imagefile import (
     prepare,
 )
 from aezip.model.weights import LoadedModel, model_from_bytes
+from aezip.quality import BelowFloorError, ImageStats, QualityTarget, encode_to_target, stats_from_meta
 
 RAW_LEVEL = 10
 #: Largest member metadata parsed as JSON (aezip writes well under 200 KiB: format, mode, EXIF).
@@ -82,10 +83,16 @@ class EncodedFile:
     metadata: bytes
     original_size: int
     note: str
+    stats: ImageStats | None = None
 
 
-def encode_member(name: str, data: bytes, codec: Codec, keep_unreadable: bool = False) -> EncodedFile:
+def encode_member(
+    name: str, data: bytes, codec: Codec, keep_unreadable: bool = False, target: QualityTarget | None = None
+) -> EncodedFile:
     """Decide IMAGE or RAW for one file's bytes and build its payload: the slow, parallel part of packing.
+
+    With ``target`` the quality is chosen per image and the measured PSNR and bpp are recorded in
+    the member metadata (``stats``); an image below the floor follows ``target.below_floor``.
 
     An image file Pillow cannot read raises UnsupportedImageError, or with ``keep_unreadable`` is
     stored losslessly like any other file (its note then says why).
@@ -103,9 +110,22 @@ def encode_member(name: str, data: bytes, codec: Codec, keep_unreadable: bool = 
         if im is not None and reason is None:
             prep = prepare(im)
             del im
-            payload = codec.encode_prepared(prep)
-            meta = json.dumps(prep.file_meta, sort_keys=True).encode()
-            return EncodedFile(name, MemberKind.IMAGE, payload, meta, len(data), f"q{codec.quality} {codec.entropy}")
+            if target is None:
+                payload = codec.encode_prepared(prep)
+                meta = json.dumps(prep.file_meta, sort_keys=True).encode()
+                return EncodedFile(
+                    name, MemberKind.IMAGE, payload, meta, len(data), f"q{codec.quality} {codec.entropy}"
+                )
+            try:
+                payload, stats = encode_to_target(codec, prep, target)
+            except BelowFloorError as exc:
+                if target.below_floor == "fail":
+                    raise AezipError(f"{name}: {exc} (see --below-floor)") from None
+                reason = f"below the quality floor: {exc}"
+            else:
+                meta = json.dumps({**prep.file_meta, "stats": stats.to_meta()}, sort_keys=True).encode()
+                note = f"q{stats.quality} {codec.entropy}, {stats.psnr:.2f} dB"
+                return EncodedFile(name, MemberKind.IMAGE, payload, meta, len(data), note, stats)
         note = f"lossless: {reason}"
     payload = _raw_compressor().compress(data)
     meta = json.dumps({"lossless": note[10:]}).encode() if note != "data" else b""
@@ -349,6 +369,12 @@ class Archive:
         if self.is_image(name):
             return self.decode([name])[0].to_image()
         return open_image(self.read_bytes(name), name)
+
+    def stats(self, name: str) -> ImageStats | None:
+        """PSNR, bpp and quality measured when the image was packed (``pack --measure`` or
+        ``--min-psnr``/``--max-bpp``), or None when they were not measured."""
+        info = self.info(name)
+        return stats_from_meta(member_meta(info), name) if info.kind == MemberKind.IMAGE else None
 
     def link_target(self, name: str) -> str:
         """Where a LINK member points, relative to its folder (checked to stay inside the archive)."""

@@ -226,9 +226,21 @@ class Codec:
                 self._fast[model.model_id] = InferenceModel(net).to(self.device)
             return self._fast[model.model_id]
 
-    def encode(self, image: Any) -> bytes:
-        """Compress one image (see class docstring for accepted types) to an image stream."""
-        return self.encode_prepared(prepare_any(image))
+    def encode(
+        self, image: Any, min_psnr: float | None = None, max_bpp: float | None = None, below_floor: str = "best"
+    ) -> bytes:
+        """Compress one image (see class docstring for accepted types) to an image stream.
+
+        With ``min_psnr`` and/or ``max_bpp`` the quality is chosen for this image: the lowest that
+        reaches ``min_psnr`` dB within ``max_bpp`` bits per pixel (see :mod:`aezip.quality`; use
+        :func:`aezip.quality.encode_to_target` to get the measured PSNR and bpp too).
+        """
+        if min_psnr is None and max_bpp is None:
+            return self.encode_prepared(prepare_any(image))
+        from aezip.quality import QualityTarget, encode_to_target
+
+        target = QualityTarget(min_psnr=min_psnr, max_bpp=max_bpp, below_floor=below_floor)
+        return encode_to_target(self, prepare_any(image), target)[0]
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")

@@ -51,6 +51,7 @@ from aezip.imagefile import DEFAULT_JPEG_QUALITY, MAX_CODED_PIXELS, identify, is
 from aezip.model.inference import one_thread
 from aezip.model.registry import model_name
 from aezip.parallel import ordered_map
+from aezip.quality import QualityTarget
 
 Progress = Callable[[str], None]
 #: Image pixels being encoded or decoded at once across all jobs (one larger image always may):
@@ -95,6 +96,7 @@ class Summary:
     bytes_out: int = 0
     members: list[MemberPlan] = field(default_factory=list)
     embedded_models: list[str] = field(default_factory=list)  # sha256 of models stored in the archive
+    below_floor: list[tuple[str, str]] = field(default_factory=list)  # (name, what) under --min-psnr
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why) not in the output
     stored: list[tuple[str, str]] = field(default_factory=list)  # (name, why) unreadable images kept byte for byte
 
@@ -224,6 +226,7 @@ def pack(
     overwrite: bool = True,
     jobs: int = 1,
     embed_model: bool = True,
+    target: QualityTarget | None = None,
 ) -> Summary:
     """Pack a folder (or one file) into ``out``; all or nothing.
 
@@ -235,6 +238,7 @@ def pack(
     ``jobs`` files are encoded at once, one intra-op thread each; the archive's bytes do not depend on it.
     When images were coded with a model aezip does not ship, its file is stored in the archive
     (unless ``embed_model`` is false), so the archive decodes on any machine with aezip.
+    ``target`` chooses the quality per image (PSNR floor, bpp cap) and records what was measured.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -256,7 +260,7 @@ def pack(
     if not entries:
         raise AezipError(f"nothing to pack in {src}")
     with ArchiveWriter(out, overwrite=overwrite) as writer, _threads_for(jobs):
-        work = functools.partial(_encode_entry, codec=codec, on_error=on_error)
+        work = functools.partial(_encode_entry, codec=codec, on_error=on_error, target=target)
         for entry, result in ordered_map(work, entries, jobs, _input_pixels, PIXELS_IN_FLIGHT):
             plan = _write_entry(writer, entry, result, summary)
             if plan is not None:
@@ -297,7 +301,9 @@ def _input_pixels(entry: Entry) -> int:
 _Encoded = tuple[str, object, int, int]
 
 
-def _encode_entry(entry: Entry, codec: Codec, on_error: str) -> tuple[Entry, _Encoded]:
+def _encode_entry(
+    entry: Entry, codec: Codec, on_error: str, target: QualityTarget | None = None
+) -> tuple[Entry, _Encoded]:
     """The slow part of adding one entry, safe to run in a worker thread.
 
     Returns ``(kind, value, mode, mtime_ns)`` with kind ``link`` (value: target), ``dir``,
@@ -317,7 +323,7 @@ def _encode_entry(entry: Entry, codec: Codec, on_error: str) -> tuple[Entry, _En
             raise AezipError(f"cannot read {entry.path}: {exc.strerror or exc}") from None
         return entry, ("skip", f"cannot read ({exc.strerror or exc})", 0, 0)
     try:
-        encoded = encode_member(entry.name, data, codec, keep_unreadable=on_error == "store")
+        encoded = encode_member(entry.name, data, codec, keep_unreadable=on_error == "store", target=target)
     except UnsupportedImageError as exc:
         if on_error == "fail":
             raise
@@ -337,6 +343,10 @@ def _write_entry(writer: ArchiveWriter, entry: Entry, result: _Encoded, summary:
         return add_dir(writer, entry.name, mode=mode, mtime_ns=mtime_ns)
     assert isinstance(value, EncodedFile)
     plan = write_member(writer, value, mode=mode, mtime_ns=mtime_ns)
+    if value.stats is not None and value.stats.below_floor:
+        summary.below_floor.append((entry.name, f"{value.stats.psnr:.2f} dB at quality {value.stats.quality}"))
+    elif value.note.startswith("lossless: below the quality floor"):
+        summary.below_floor.append((entry.name, "stored losslessly"))
     unreadable = "lossless: unreadable image: "
     if plan.note.startswith(unreadable) and all(name != entry.name for name, _ in summary.stored):
         summary.stored.append((entry.name, plan.note.removeprefix(unreadable)))  # damaged past its header
