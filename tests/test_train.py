@@ -94,12 +94,17 @@ def test_card_records_the_run(trained: Path) -> None:
 def test_trained_model_round_trips_through_pack(trained: Path, folders: tuple[Path, Path], tmp_path: Path) -> None:
     runner = CliRunner()
     arc = tmp_path / "v.aez"
-    assert runner.invoke(main, ["pack", str(folders[1]), str(arc), "--model", str(trained)]).exit_code == 0
+    pack = ["pack", str(folders[1]), str(arc), "--model", str(trained), "--no-embed-model"]
+    assert runner.invoke(main, pack).exit_code == 0
     missing = runner.invoke(main, ["unpack", str(arc), str(tmp_path / "no")])
     assert missing.exit_code == 1 and "--model" in missing.output
     result = runner.invoke(main, ["unpack", str(arc), str(tmp_path / "out"), "--model", str(trained)])
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "out" / "0.png").size == (64, 48)
+    embedded = tmp_path / "e.aez"
+    assert runner.invoke(main, ["pack", str(folders[1]), str(embedded), "--model", str(trained)]).exit_code == 0
+    anywhere = runner.invoke(main, ["unpack", str(embedded), str(tmp_path / "e")])
+    assert anywhere.exit_code == 0, anywhere.output
 
 
 def test_resume_continues_the_same_run(folders: tuple[Path, Path], tmp_path: Path) -> None:
