@@ -63,9 +63,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'aezip' has no attribute {name!r}")
 
 
-def open(path: str, device: str = "auto", models: list[str] | None = None) -> Archive:  # noqa: A001
+def open(  # noqa: A001
+    path: str, device: str = "auto", models: list[str] | None = None, storage_options: dict | None = None
+) -> Archive:
     """Open an ``.aez`` archive, or a sharded dataset (its ``manifest.json`` or folder), for random
-    access by member name (see :class:`aezip.Archive`)."""
+    access by member name (see :class:`aezip.Archive`). ``path`` may be an fsspec URL (``s3://…``):
+    members are then read by range requests, with ``storage_options`` for the store."""
     from aezip.sharded import open_archive
 
-    return open_archive(path, device=device, models=models)
+    return open_archive(path, device=device, models=models, storage_options=storage_options)

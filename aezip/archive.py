@@ -276,11 +276,15 @@ class Archive:
         models: list[str | Path] | None = None,
         codec: Codec | None = None,
     ) -> None:
-        self._reader = ArchiveReader(path)
+        self._reader = self._open_reader(path)
         self._device = device
         self._models = list(models or [])
         self._codec = codec
         self._codec_pid = os.getpid() if codec is not None else 0
+
+    def _open_reader(self, path: str | os.PathLike[str]) -> ArchiveReader:
+        """The container reader for ``path`` (subclasses: sharded datasets, object stores)."""
+        return ArchiveReader(path)
 
     def __enter__(self) -> Archive:
         return self

@@ -78,7 +78,8 @@ class ImageArchiveDataset(Dataset):
     """Map-style dataset of the images in an ``.aez`` archive (see the module docstring).
 
     ``path`` may also be a sharded dataset (its ``manifest.json`` or folder): items are then the
-    images of every shard, in manifest order.
+    images of every shard, in manifest order; and an fsspec URL (``s3://…``, with ``storage_options``),
+    read by range requests.
 
     ``dataset[i]`` is the ``i``-th image member in archive order (``dataset.names[i]``), as
 
@@ -112,6 +113,7 @@ class ImageArchiveDataset(Dataset):
         device: str = "auto",
         models: Sequence[str | Path] | None = None,
         max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
+        storage_options: dict | None = None,
     ) -> None:
         if output not in OUTPUTS:
             raise AezipError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
@@ -120,7 +122,7 @@ class ImageArchiveDataset(Dataset):
         if max_batch_pixels < 1:
             raise AezipError("max_batch_pixels must be positive")
         self.models = list(models or [])
-        self.archive = open_archive(path, device=device, models=self.models)
+        self.archive = open_archive(path, device=device, models=self.models, storage_options=storage_options)
         self.transform = transform
         self.target = target
         self.output = output

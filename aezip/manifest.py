@@ -24,6 +24,15 @@ from typing import Any
 from aezip.container import ArchiveReader, MemberInfo
 from aezip.container import spec as container_spec
 from aezip.errors import CorruptArchiveError, FormatError, UnsupportedVersionError
+from aezip.remote import (
+    RemoteArchiveReader,
+    StorageOptions,
+    is_url,
+    read_url,
+    url_is_folder,
+    url_sha256,
+    url_size,
+)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "aezip-manifest"
@@ -80,9 +89,32 @@ class Manifest:
         return (json.dumps(body, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
-def is_manifest_path(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` names a manifest (a ``.json`` file) or a folder (which must hold one)."""
+def is_manifest_path(path: str | os.PathLike[str], storage_options: StorageOptions = None) -> bool:
+    """Whether ``path`` (or URL) names a manifest (a ``.json`` file) or a folder (which must hold one)."""
+    if is_url(path):
+        assert isinstance(path, str)
+        url = path.rstrip("/")
+        if url.endswith(".json") or path.endswith("/"):
+            return True
+        return not url.endswith(".aez") and url_is_folder(url, storage_options)
     return os.fspath(path).endswith(".json") or os.path.isdir(path)
+
+
+Location = Path | str  # a local path, or a URL (aezip.remote)
+
+
+def manifest_location(path: str | os.PathLike[str]) -> Location:
+    """The manifest file (path or URL) for a manifest or a dataset folder."""
+    if is_url(path):
+        assert isinstance(path, str)
+        url = path.rstrip("/")
+        return url if url.endswith(".json") else f"{url}/{MANIFEST_NAME}"
+    return manifest_file(path)
+
+
+def shard_location(manifest: Location, name: str) -> Location:
+    """Where a shard named ``name`` lies: beside its manifest."""
+    return f"{manifest.rsplit('/', 1)[0]}/{name}" if isinstance(manifest, str) else manifest.parent / name
 
 
 def manifest_file(path: str | os.PathLike[str]) -> Path:
@@ -151,12 +183,14 @@ def parse_manifest(data: bytes, where: str = "manifest", allow_empty: bool = Fal
     return Manifest(shards, settings, str(body.get("aezip", "")), version)
 
 
-def load_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Read and check the manifest at ``path`` (a manifest file or its folder)."""
-    file = manifest_file(path)
-    with open(file, "rb") as fh:
+def load_manifest(path: str | os.PathLike[str], storage_options: StorageOptions = None) -> Manifest:
+    """Read and check the manifest at ``path`` (a manifest file or its folder, local or a URL)."""
+    where = manifest_location(path)
+    if isinstance(where, str):
+        return parse_manifest(read_url(where, MAX_MANIFEST_BYTES, storage_options), where)
+    with open(where, "rb") as fh:
         data = fh.read(MAX_MANIFEST_BYTES + 1)
-    return parse_manifest(data, str(file))
+    return parse_manifest(data, str(where))
 
 
 def write_manifest(folder: Path, manifest: Manifest, name: str = MANIFEST_NAME) -> Path:
@@ -183,18 +217,20 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def shard_paths(path: str | os.PathLike[str]) -> list[Path]:
-    """The shard files a manifest (or its folder) lists, in order."""
-    file = manifest_file(path)
-    return [file.parent / s.name for s in load_manifest(file).shards]
+def shard_paths(path: str | os.PathLike[str], storage_options: StorageOptions = None) -> list[Location]:
+    """The shard files (paths or URLs) a manifest (or its folder) lists, in order."""
+    where = manifest_location(path)
+    return [shard_location(where, s.name) for s in load_manifest(where, storage_options).shards]
 
 
-def check_checksums(path: str | os.PathLike[str]) -> int:
+def check_checksums(path: str | os.PathLike[str], storage_options: StorageOptions = None) -> int:
     """Compare every shard's sha256 with the manifest's; raises CorruptArchiveError on the first mismatch."""
-    file = manifest_file(path)
-    manifest = load_manifest(file)
+    where = manifest_location(path)
+    manifest = load_manifest(where, storage_options)
     for shard in manifest.shards:
-        if file_sha256(file.parent / shard.name) != shard.sha256:
+        at = shard_location(where, shard.name)
+        digest = url_sha256(at, storage_options) if isinstance(at, str) else file_sha256(at)
+        if digest != shard.sha256:
             raise CorruptArchiveError(f"{shard.name}: sha256 differs from the manifest's")
     return len(manifest.shards)
 
@@ -207,16 +243,17 @@ class ShardedReader:
     across shards and obey the same tree rule as within one archive. Picklable like ``ArchiveReader``.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], storage_options: StorageOptions = None) -> None:
         self._path = os.fspath(path)
-        file = manifest_file(path)
-        self.manifest = load_manifest(file)
+        where = manifest_location(path)
+        self._options = storage_options
+        self.manifest = load_manifest(where, storage_options)
         self.readers: list[ArchiveReader] = []
         self._where: dict[str, int] = {}
         members: list[MemberInfo] = []
         try:
             for k, shard in enumerate(self.manifest.shards):
-                reader = self._open_shard(file.parent / shard.name, shard)
+                reader = self._open_shard(shard_location(where, shard.name), shard)
                 self.readers.append(reader)
                 for info in reader.members:
                     if info.name in self._where:
@@ -231,15 +268,14 @@ class ShardedReader:
             raise
         self._members = members
 
-    @staticmethod
-    def _open_shard(path: Path, shard: ShardRecord) -> ArchiveReader:
+    def _open_shard(self, where: Location, shard: ShardRecord) -> ArchiveReader:
         try:
-            size = os.path.getsize(path)
+            size = url_size(where, self._options) if isinstance(where, str) else os.path.getsize(where)
         except FileNotFoundError:
             raise CorruptArchiveError(f"shard {shard.name} is missing") from None
         if size != shard.bytes:
             raise CorruptArchiveError(f"shard {shard.name} has {size} bytes, the manifest says {shard.bytes}")
-        reader = ArchiveReader(path)
+        reader = RemoteArchiveReader(where, self._options) if isinstance(where, str) else ArchiveReader(where)
         if len(reader) != shard.members:
             reader.close()
             raise CorruptArchiveError(
@@ -316,11 +352,18 @@ class ShardedReader:
             reader.verify()
 
 
-def open_reader(path: str | os.PathLike[str]) -> ArchiveReader | ShardedReader:
-    """An archive reader for an ``.aez`` file, or a sharded one for a manifest or a dataset folder."""
-    return ShardedReader(path) if is_manifest_path(path) else ArchiveReader(path)
+def open_reader(path: str | os.PathLike[str], storage_options: StorageOptions = None) -> ArchiveReader | ShardedReader:
+    """A reader for an ``.aez`` file, or a sharded one for a manifest or a dataset folder; paths or URLs."""
+    if is_manifest_path(path, storage_options):
+        return ShardedReader(path, storage_options)
+    if is_url(path):
+        assert isinstance(path, str)
+        return RemoteArchiveReader(path, storage_options)
+    return ArchiveReader(path)
 
 
 def archive_bytes(reader: ArchiveReader | ShardedReader) -> int:
-    """Bytes on disk of an archive or of all shards of a dataset."""
-    return reader.size if isinstance(reader, ShardedReader) else os.path.getsize(reader.path)
+    """Bytes stored of an archive or of all shards of a dataset."""
+    if isinstance(reader, ShardedReader):
+        return reader.size
+    return reader._size if isinstance(reader, RemoteArchiveReader) else os.path.getsize(reader.path)

@@ -1,4 +1,4 @@
-"""Open an archive or a sharded dataset (manifest or its folder) as one :class:`aezip.Archive`."""
+"""Open an archive or a sharded dataset (manifest or its folder), local or at a URL, as one :class:`aezip.Archive`."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from pathlib import Path
 from aezip.archive import Archive
 from aezip.codec import Codec
 from aezip.manifest import ShardedReader, is_manifest_path
+from aezip.remote import RemoteArchiveReader, StorageOptions, is_url
 
 
 class ShardedArchive(Archive):
     """Every member of every shard of a manifest, read by name as from one archive.
 
-    ``path`` is the manifest or its folder; ``path`` (the property) stays that path. Payloads
-    are read from their own shard; each shard's index is read once, on opening.
+    ``path`` is the manifest or its folder (local, or an fsspec URL); ``path`` (the property) stays
+    that path. Payloads are read from their own shard; each shard's index is read once, on opening.
     """
 
     def __init__(
@@ -23,20 +24,36 @@ class ShardedArchive(Archive):
         device: str = "auto",
         models: list[str | Path] | None = None,
         codec: Codec | None = None,
+        storage_options: StorageOptions = None,
     ) -> None:
-        reader = ShardedReader(path)
-        try:
-            super().__init__(reader.readers[0].path, device=device, models=models, codec=codec)
-        except BaseException:
-            reader.close()
-            raise
-        self._reader.close()
-        self._reader = reader  # type: ignore[assignment]
+        self._storage_options = storage_options
+        super().__init__(path, device=device, models=models, codec=codec)
+
+    def _open_reader(self, path: str | os.PathLike[str]) -> ShardedReader:  # type: ignore[override]
+        return ShardedReader(path, self._storage_options)
 
     @property
     def shards(self) -> list[str]:
-        """Paths of the shards, in manifest order."""
+        """Paths (or URLs) of the shards, in manifest order."""
         return [r.path for r in self._reader.readers]  # type: ignore[attr-defined]
+
+
+class RemoteArchive(Archive):
+    """An archive at an fsspec URL: the index and each member are fetched by range requests."""
+
+    def __init__(
+        self,
+        url: str,
+        device: str = "auto",
+        models: list[str | Path] | None = None,
+        codec: Codec | None = None,
+        storage_options: StorageOptions = None,
+    ) -> None:
+        self._storage_options = storage_options
+        super().__init__(url, device=device, models=models, codec=codec)
+
+    def _open_reader(self, path: str | os.PathLike[str]) -> RemoteArchiveReader:
+        return RemoteArchiveReader(os.fspath(path), self._storage_options)
 
 
 def open_archive(
@@ -44,7 +61,12 @@ def open_archive(
     device: str = "auto",
     models: list[str | Path] | None = None,
     codec: Codec | None = None,
+    storage_options: StorageOptions = None,
 ) -> Archive:
-    """An :class:`Archive` for an ``.aez`` file, or a :class:`ShardedArchive` for a manifest or dataset folder."""
-    cls = ShardedArchive if is_manifest_path(path) else Archive
-    return cls(path, device=device, models=models, codec=codec)
+    """An :class:`Archive` for an ``.aez`` file, a :class:`ShardedArchive` for a manifest or dataset folder,
+    a :class:`RemoteArchive` for an archive URL (``s3://…``, ``memory://…``)."""
+    if is_manifest_path(path, storage_options):
+        return ShardedArchive(path, device, models, codec, storage_options)
+    if is_url(path):
+        return RemoteArchive(os.fspath(path), device, models, codec, storage_options)
+    return Archive(path, device=device, models=models, codec=codec)

@@ -30,9 +30,8 @@ class ArchiveReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = os.fspath(path)
         self._lock: threading.Lock | None = threading.Lock()
-        fh = open(self._path, "rb")
+        fh, self._size = self._open_file()
         try:
-            self._size = os.fstat(fh.fileno()).st_size
             self._version = _check_header(_read_exact(fh, 0, min(self._size, spec.HEADER_SIZE)), self._size)
             self._footer = _read_exact(fh, self._size - spec.FOOTER_SIZE, spec.FOOTER_SIZE)
             self._members = _read_index(fh, self._footer, self._size)
@@ -153,11 +152,15 @@ class ArchiveReader:
             self._pid = os.getpid()
         return self._fh
 
+    def _open_file(self) -> tuple[BinaryIO, int]:
+        """Open the archive for reading: (handle, size). ``aezip.remote`` reads object stores instead."""
+        fh = open(self._path, "rb")
+        return fh, os.fstat(fh.fileno()).st_size
+
     def _reopen(self) -> BinaryIO:
         """Open the archive again and make sure it is still the file whose index we hold."""
-        fh = open(self._path, "rb")
+        fh, size = self._open_file()
         try:
-            size = os.fstat(fh.fileno()).st_size
             if size != self._size or _read_exact(fh, size - spec.FOOTER_SIZE, spec.FOOTER_SIZE) != self._footer:
                 raise CorruptArchiveError(f"archive {self._path} changed since it was opened")
         except BaseException:
