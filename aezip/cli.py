@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from aezip import __version__
+from aezip.cli_shards import ArchiveArgument
 from aezip.errors import AezipError
 
 
@@ -390,7 +391,7 @@ def pack_cmd(
 
 
 @main.command("unpack")
-@click.argument("archive", type=click.Path(exists=True, path_type=Path))
+@click.argument("archive", type=ArchiveArgument())
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--format",
@@ -457,7 +458,7 @@ def unpack_cmd(
 
 
 @main.command("export")
-@click.argument("archive", type=click.Path(exists=True, path_type=Path))
+@click.argument("archive", type=ArchiveArgument())
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--format",
@@ -530,7 +531,7 @@ def export_cmd(
 
 
 @main.command("list")
-@click.argument("archive", type=click.Path(exists=True, path_type=Path))
+@click.argument("archive", type=ArchiveArgument())
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per member, as a JSON array.")
 @_fail_cleanly
 def list_cmd(archive: Path, as_json: bool) -> None:
@@ -591,7 +592,7 @@ def report_cmd(archive: Path, worst: int, as_json: bool, plot: Path | None) -> N
 
 
 @main.command("info")
-@click.argument("archive", type=click.Path(exists=True, path_type=Path))
+@click.argument("archive", type=ArchiveArgument())
 @_fail_cleanly
 def info_cmd(archive: Path) -> None:
     """Summarise ARCHIVE: format version, members, sizes, models and qualities used."""
@@ -639,7 +640,7 @@ def _model_label(model_id: bytes, embedded: bool = False) -> str:
 
 
 @main.command("verify")
-@click.argument("archive", type=click.Path(exists=True, path_type=Path))
+@click.argument("archive", type=ArchiveArgument())
 @model_option
 @device_option
 @threads_option

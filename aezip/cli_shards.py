@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import click
 
 from aezip.errors import AezipError
+
+
+class ArchiveArgument(click.ParamType):
+    """An archive, a manifest or dataset folder that exists, or an fsspec URL (``s3://…``) left as text."""
+
+    name = "archive"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        if isinstance(value, Path):
+            return value
+        text = str(value)
+        if "://" in text:
+            return text
+        if not os.path.lexists(text):
+            self.fail(f"{text!r} does not exist.", param, ctx)
+        return Path(text)
 
 
 def shard_size_option(text: str | None) -> int | None:
@@ -115,7 +132,7 @@ def pack_shards_cmd(
     _report("stored byte for byte (unreadable images)", s.stored)
 
 
-def check_manifest_checksums(path: Path) -> int:
+def check_manifest_checksums(path: Path | str) -> int:
     """For ``verify``: the sha256 of every shard against the manifest (0 for a one-file archive)."""
     from aezip.manifest import check_checksums, is_manifest_path
 

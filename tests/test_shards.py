@@ -217,3 +217,39 @@ def test_usage_errors(tree: Path, tmp_path: Path, runner: CliRunner) -> None:
 def test_ray_engine_writes_the_same_shards(tree: Path, dataset: Path, tmp_path: Path) -> None:
     _pack(tree, tmp_path / "ray", "--shard-images", str(PER_SHARD), "--engine", "ray", "--jobs", "2")
     assert _shards(tmp_path / "ray") == _shards(dataset)
+
+
+def test_object_store_reads_members_by_range_requests(
+    dataset: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    store = fsspec.filesystem("memory")
+    for path in dataset.iterdir():
+        store.pipe(f"/remote-ds/{path.name}", path.read_bytes())
+    fetched: list[tuple[str, int]] = []
+    original = MemoryFileSystem.cat_file
+
+    def counting(self, path, start=None, end=None, **kw):  # type: ignore[no-untyped-def]
+        data = original(self, path, start=start, end=end, **kw)
+        fetched.append((path, len(data)))
+        return data
+
+    monkeypatch.setattr(MemoryFileSystem, "cat_file", counting)
+    with aezip.open("memory://remote-ds/manifest.json", device="cpu") as archive:
+        opened = len(fetched)
+        shard_bytes = (dataset / "shard-00004.aez").stat().st_size
+        info = archive.info("class3/0095.png")
+        assert archive.image("class3/0095.png").size == (12, 12)
+    assert fetched[opened:] == [("/remote-ds/shard-00004.aez", info.length)]  # that member only
+    index_reads = [n for p, n in fetched[:opened] if p.endswith("shard-00004.aez")]
+    assert len(index_reads) == 3 and sum(index_reads) < shard_bytes  # header, footer, index: not the shard
+    items = aezip.ImageArchiveDataset("memory://remote-ds", device="cpu")
+    assert len(items) == IMAGES and items[0].shape[0] == 3
+    listed = runner.invoke(main, ["list", "memory://remote-ds/"])
+    assert listed.exit_code == 0 and "class3/0095.png" in listed.output, listed.output
+    verified = runner.invoke(main, ["verify", "memory://remote-ds", "--device", "cpu"])
+    assert verified.exit_code == 0, verified.output
+    missing = runner.invoke(main, ["list", "memory://nowhere/manifest.json"])
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
