@@ -65,16 +65,19 @@ def pack_shards_cmd(
 
     if append and force:
         raise click.UsageError("--append and --force exclude each other")
-    dst = Path(out)
-    if dst.exists() and not dst.is_dir():
+    dst: Path | str = out if "://" in out else Path(out)
+    if isinstance(dst, Path) and dst.exists() and not dst.is_dir():
         raise click.ClickException(f"{dst} exists and is not a folder (a sharded dataset is a folder)")
     size = shard_size_option(shard_size)
     spec = CodecSpec(quality, entropy, str(model) if model else None, "cpu" if device == "auto" else device)
+    if out.startswith("memory://"):
+        jobs = 1  # a memory:// store lives in this process only: worker processes could not write to it
     executor = make_executor(engine, jobs)
     ctx = click.get_current_context()
     tar_skipped: list[tuple[str, str]] = []
     if is_tar_input(src):
-        src, tar_skipped = ctx.with_resource(expanded_tar(src, dst / "manifest.json"))
+        near = dst / "manifest.json" if isinstance(dst, Path) else None
+        src, tar_skipped = ctx.with_resource(expanded_tar(src, near))
     from tqdm import tqdm
 
     start = time.perf_counter()

@@ -193,19 +193,23 @@ def load_manifest(path: str | os.PathLike[str], storage_options: StorageOptions 
     return parse_manifest(data, str(where))
 
 
-def write_manifest(folder: Path, manifest: Manifest, name: str = MANIFEST_NAME) -> Path:
-    """Write ``folder/name`` atomically (temporary file, fsync, rename): the commit of a pack."""
-    target = folder / name
-    tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+def write_bytes_atomically(target: Path, data: bytes) -> Path:
+    """Write ``target`` through a temporary file beside it, fsync and rename."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     try:
         with open(tmp, "wb") as fh:
-            fh.write(manifest.to_json())
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def write_manifest(folder: Path, manifest: Manifest, name: str = MANIFEST_NAME) -> Path:
+    """Write ``folder/name`` atomically (temporary file, fsync, rename): the commit of a pack."""
+    return write_bytes_atomically(folder / name, manifest.to_json())
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

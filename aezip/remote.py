@@ -103,3 +103,94 @@ def url_sha256(url: str, storage_options: StorageOptions = None) -> str:
     for start in range(0, size, 8 << 20):
         digest.update(fs.cat_file(path, start=start, end=min(size, start + (8 << 20))))
     return digest.hexdigest()
+
+
+class FolderStore:
+    """A dataset folder (local path or URL) as the pack driver uses it: small files, shard files, listing."""
+
+    def __init__(self, where: str | os.PathLike[str], storage_options: StorageOptions = None) -> None:
+        self.url = is_url(where)
+        self.options = storage_options
+        self.where = os.fspath(where).rstrip("/") if self.url else os.fspath(where)
+        if self.url:
+            self.fs, self.root = filesystem(self.where, storage_options)
+
+    def __str__(self) -> str:
+        return self.where
+
+    def location(self, name: str) -> str:
+        """Path or URL of ``name`` in the folder."""
+        return f"{self.where}/{name}" if self.url else os.path.join(self.where, name)
+
+    def _key(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def is_file_elsewhere(self) -> bool:
+        """Whether the folder's path is taken by something that is not a folder."""
+        if self.url:
+            return bool(self.fs.isfile(self.root))
+        return os.path.exists(self.where) and not os.path.isdir(self.where)
+
+    def read(self, name: str) -> bytes | None:
+        """A small file's bytes, or None when it does not exist."""
+        try:
+            if self.url:
+                return self.fs.cat_file(self._key(name))
+            with open(self.location(name), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    def write(self, name: str, data: bytes) -> None:
+        """Write a small file whole: temporary file and rename locally, one PUT in an object store."""
+        if self.url:
+            self.fs.pipe_file(self._key(name), data)
+            return
+        from pathlib import Path
+
+        from aezip.manifest import write_bytes_atomically
+
+        write_bytes_atomically(Path(self.where) / name, data)
+
+    def remove(self, name: str) -> None:
+        """Delete a file if it exists."""
+        try:
+            if self.url:
+                self.fs.rm_file(self._key(name))
+            else:
+                os.unlink(self.location(name))
+        except FileNotFoundError:
+            pass
+
+    def size(self, name: str) -> int | None:
+        """Size of a file, or None when it does not exist."""
+        try:
+            return int(self.fs.size(self._key(name))) if self.url else os.path.getsize(self.location(name))
+        except FileNotFoundError:
+            return None
+
+    def sha256(self, name: str) -> str:
+        """sha256 of a file."""
+        if self.url:
+            return url_sha256(self.location(name), self.options)
+        from aezip.manifest import file_sha256
+
+        return file_sha256(self.location(name))
+
+    def names(self) -> list[str]:
+        """File names directly in the folder."""
+        if self.url:
+            try:
+                return sorted(p.rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False))
+            except FileNotFoundError:
+                return []
+        return sorted(os.listdir(self.where)) if os.path.isdir(self.where) else []
+
+    def make(self) -> None:
+        """Create the folder (local only: object stores have no folders)."""
+        if not self.url:
+            os.makedirs(self.where, exist_ok=True)
+
+    def upload(self, local: str | os.PathLike[str], name: str) -> None:
+        """Put a finished local file into the folder under ``name`` (one object PUT in a store)."""
+        self.fs.put_file(os.fspath(local), self._key(name))

@@ -23,6 +23,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +42,10 @@ from aezip.manifest import (
     ShardRecord,
     file_sha256,
     parse_manifest,
-    write_manifest,
 )
 from aezip.model.inference import one_thread
 from aezip.pack import ON_ERROR, Collected, Entry, Summary, check_inputs, collect, pack
+from aezip.remote import FolderStore, is_url
 
 JOURNAL_NAME = ".aezip-pack.json"
 SHARD_PATTERN = re.compile(r"shard-\d{5,}\.aez")
@@ -96,6 +98,7 @@ class ShardTask:
     on_error: str
     inputs: str
     embed_model: bool = True
+    storage_options: dict | None = None
 
 
 @dataclass
@@ -108,8 +111,23 @@ class ShardResult:
 
 
 def pack_shard(task: ShardTask) -> ShardResult:
-    """Write one shard (temporary file renamed on success) and describe it; runs in any worker."""
-    path = Path(task.folder) / task.name
+    """Write one shard (temporary file renamed on success) and describe it; runs in any worker.
+
+    Into an object store (``task.folder`` a URL), the shard is written to a local temporary folder
+    first and uploaded whole when complete.
+    """
+    if not is_url(task.folder):
+        return _pack_shard_at(task, Path(task.folder) / task.name)
+    staging = Path(tempfile.mkdtemp(prefix=".aezip-shard-"))
+    try:
+        result = _pack_shard_at(task, staging / task.name)
+        FolderStore(task.folder, task.storage_options).upload(staging / task.name, task.name)
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pack_shard_at(task: ShardTask, path: Path) -> ShardResult:
     with one_thread():
         summary = pack(
             Path(task.src),
@@ -185,28 +203,24 @@ class ShardedSummary:
 
     summary: Summary
     manifest: Manifest
-    path: Path
+    path: Path | str
     written: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # --append: the shards already in the dataset
     present: int = 0  # --append: files left out because the dataset already has them
 
 
-def _read_records(path: Path, allow_empty: bool) -> list[ShardRecord]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    return parse_manifest(data, str(path), allow_empty=allow_empty).shards
+def _read_manifest(store: FolderStore, name: str, allow_empty: bool) -> Manifest | None:
+    data = store.read(name)
+    return None if data is None else parse_manifest(data, store.location(name), allow_empty=allow_empty)
 
 
-def _still_good(folder: Path, record: ShardRecord | None, inputs: str) -> bool:
+def _still_good(store: FolderStore, record: ShardRecord | None, inputs: str) -> bool:
     """Whether a recorded shard can be kept: same inputs digest, file of the recorded size and sha256."""
     if record is None or record.inputs != inputs:
         return False
-    path = folder / record.name
     try:
-        return path.stat().st_size == record.bytes and file_sha256(path) == record.sha256
+        return store.size(record.name) == record.bytes and store.sha256(record.name) == record.sha256
     except OSError:
         return False
 
@@ -229,7 +243,7 @@ def settings_of(codec: Codec, spec: CodecSpec, on_error: str) -> dict:
 
 def pack_sharded(
     src: Path,
-    dst: Path,
+    dst: Path | str,
     spec: CodecSpec,
     *,
     shard_bytes: int | None = None,
@@ -241,23 +255,27 @@ def pack_sharded(
     progress: Callable[[int], None] | None = None,
     files: Collected | None = None,
     embed_model: bool = True,
+    storage_options: dict | None = None,
 ) -> ShardedSummary:
     """Pack ``src`` into shards under ``dst`` and write ``dst/manifest.json`` last (see the module docstring).
 
     ``force`` redoes every shard and replaces a dataset packed from other inputs or settings;
     without it, such a dataset is refused. ``progress`` receives the number of files of each
     finished shard. ``embed_model`` as for :func:`aezip.pack.pack` (each shard then carries the model).
+    ``dst`` may be an fsspec URL (``s3://bucket/ds``, with ``storage_options``): each shard is written
+    locally, then uploaded whole; the manifest is uploaded last.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    if dst.exists() and not dst.is_dir():
+    store = FolderStore(dst, storage_options)
+    if store.is_file_elsewhere():
         raise AezipError(f"{dst} exists and is not a folder")
     executor = executor or LocalExecutor(1)
     codec = _codec(spec)
     settings = settings_of(codec, spec, on_error)
-    manifest_path = dst / MANIFEST_NAME
-    committed = _read_records(manifest_path, allow_empty=False) if manifest_path.exists() else []
-    old_manifest = parse_manifest(manifest_path.read_bytes(), str(manifest_path)) if committed else None
+    manifest_path = store.location(MANIFEST_NAME)
+    old_manifest = _read_manifest(store, MANIFEST_NAME, allow_empty=False)
+    committed = old_manifest.shards if old_manifest else []
     if append and old_manifest is None:
         raise AezipError(f"--append needs an existing dataset: {manifest_path} not found")
     if append and old_manifest is not None and shard_bytes is None and shard_images is None:
@@ -266,7 +284,8 @@ def pack_sharded(
         raise AezipError("give a shard size (--shard-size) or a number of files per shard (--shard-images)")
 
     found = collect(src) if files is None else files
-    found.entries = _outside(found.entries, src, dst)
+    if not store.url:
+        found.entries = _outside(found.entries, src, Path(dst))
     summary = Summary(skipped=list(found.skipped))
     failures = check_inputs(found)
     if failures and on_error == "fail":
@@ -285,7 +304,7 @@ def pack_sharded(
         assert old_manifest is not None
         _check_same_settings(old_manifest.settings, settings)
         kept = old_manifest.shards
-        with ShardedReader(manifest_path) as reader:
+        with ShardedReader(manifest_path, storage_options) as reader:
             existing = [(m.name, m.kind) for m in reader.members]
         have = {name for name, _ in existing}
         present = sum(e.name in have for e in entries if e.kind == MemberKind.RAW)
@@ -315,12 +334,13 @@ def pack_sharded(
                 on_error,
                 inputs_digest(settings, chosen),
                 embed_model,
+                storage_options,
             )
         )
     settings = {**settings, "shard_size": shard_bytes, "shard_images": shard_images}
 
-    journal = dst / JOURNAL_NAME
-    known = {r.name: r for r in _read_records(journal, allow_empty=True)}
+    journal = _read_manifest(store, JOURNAL_NAME, allow_empty=True)
+    known = {r.name: r for r in journal.shards} if journal else {}
     if not append:
         if committed and not force:
             pairs = zip(committed, tasks, strict=False)
@@ -331,25 +351,25 @@ def pack_sharded(
                     "use --force to replace it or --append to add new files"
                 )
         if not committed and not known and not force:
-            foreign = sorted(p.name for p in dst.glob("shard-*.aez")) if dst.is_dir() else []
+            foreign = [n for n in store.names() if SHARD_PATTERN.fullmatch(n)]
             if foreign:
                 raise AezipError(f"{dst} already holds {foreign[0]} but no manifest; use --force to replace it")
         known.update({r.name: r for r in committed})
     if force:
         known = {}
 
-    dst.mkdir(parents=True, exist_ok=True)
+    store.make()
     done: dict[str, ShardRecord] = {}
     reused: list[str] = []
     for task in tasks:
         record = known.get(task.name)
-        if _still_good(dst, record, task.inputs):
+        if _still_good(store, record, task.inputs):
             assert record is not None
             done[task.name] = record
             reused.append(task.name)
             if progress:
                 progress(record.files)
-    _write_journal(dst, kept, done, settings)
+    _write_journal(store, kept, done, settings)
     todo = [t for t in tasks if t.name not in done]
     written: list[str] = []
     for i, result in executor.run(pack_shard, todo):
@@ -357,17 +377,17 @@ def pack_sharded(
         written.append(todo[i].name)
         summary.skipped += result.skipped
         summary.stored += [s for s in result.stored if s[0] not in {n for n, _ in summary.stored}]
-        _write_journal(dst, kept, done, settings)
+        _write_journal(store, kept, done, settings)
         if progress:
             progress(result.record.files)
 
     manifest = Manifest(kept + [done[t.name] for t in tasks], settings, __version__)
-    write_manifest(dst, manifest)
-    journal.unlink(missing_ok=True)
+    store.write(MANIFEST_NAME, manifest.to_json())
+    store.remove(JOURNAL_NAME)
     names = {s.name for s in manifest.shards}
-    for stale in dst.glob("shard-*.aez"):
-        if SHARD_PATTERN.fullmatch(stale.name) and stale.name not in names:
-            stale.unlink()
+    for stale in store.names():
+        if SHARD_PATTERN.fullmatch(stale) and stale not in names:
+            store.remove(stale)
     for record in manifest.shards[len(kept) :]:
         summary.files += record.files
         summary.images += record.images
@@ -405,7 +425,7 @@ def _check_same_settings(old: dict, new: dict) -> None:
             raise AezipError(f"cannot append with {key} {new.get(key)!r}: the dataset was packed with {old.get(key)!r}")
 
 
-def _write_journal(dst: Path, kept: list[ShardRecord], done: dict[str, ShardRecord], settings: dict) -> None:
+def _write_journal(store: FolderStore, kept: list[ShardRecord], done: dict[str, ShardRecord], settings: dict) -> None:
     """Record the finished shards, so a new run after a crash keeps them."""
     records = kept + [done[name] for name in sorted(done)]
-    write_manifest(dst, Manifest(records, settings, __version__), JOURNAL_NAME)
+    store.write(JOURNAL_NAME, Manifest(records, settings, __version__).to_json())

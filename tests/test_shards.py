@@ -31,7 +31,7 @@ def _shards(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def _pack(src: Path, dst: Path, *extra: str) -> str:
+def _pack(src: Path, dst: Path | str, *extra: str) -> str:
     result = CliRunner().invoke(main, ["pack", str(src), str(dst), "--device", "cpu", *extra])
     assert result.exit_code == 0, result.output
     return result.output
@@ -253,3 +253,34 @@ def test_object_store_reads_members_by_range_requests(
     assert verified.exit_code == 0, verified.output
     missing = runner.invoke(main, ["list", "memory://nowhere/manifest.json"])
     assert missing.exit_code == 1 and "Traceback" not in missing.output
+
+
+def test_pack_into_an_object_store_uploads_whole_shards(tree: Path, dataset: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    store = fsspec.filesystem("memory")
+    first = json.loads(_pack(tree, "memory://uploaded", "--shard-images", str(PER_SHARD), "--json"))
+    assert len(first["written"]) == 5
+    uploaded = {p.rsplit("/", 1)[-1]: store.cat_file(p) for p in store.ls("/uploaded", detail=False)}
+    assert uploaded == _shards(dataset)  # the same bytes as packed locally, no journal or temporary files
+    store.rm_file("/uploaded/shard-00002.aez")
+    again = json.loads(_pack(tree, "memory://uploaded", "--shard-images", str(PER_SHARD), "--json"))
+    assert again["written"] == ["shard-00002.aez"] and len(again["reused"]) == 4
+
+
+def _dies_once(marker: str) -> str:
+    """A task whose first attempt kills its worker process (as an OOM kill or a lost node would)."""
+    if not os.path.exists(marker):
+        Path(marker).write_text("died")
+        os._exit(1)
+    return "done"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None or os.environ.get("AEZIP_TEST_RAY") != "1",
+    reason="needs ray and AEZIP_TEST_RAY=1 (starts a local 2-CPU Ray instance)",
+)
+def test_ray_retries_a_task_whose_worker_was_killed(tmp_path: Path) -> None:
+    from aezip.executors import RayExecutor
+
+    results = dict(RayExecutor(cpus=2).run(_dies_once, [str(tmp_path / "marker")]))
+    assert results == {0: "done"} and (tmp_path / "marker").read_text() == "died"
