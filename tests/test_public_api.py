@@ -36,7 +36,7 @@ def test_exported_names() -> None:
 def test_format_constants() -> None:
     assert MAGIC == b"\x89AEZ\r\n\x1a\n" and FORMAT_VERSION == (1, 0)
     assert STREAM_MAGIC == b"\x89AEI" and STREAM_VERSION == 1
-    assert METHODS == {"zstd": 1, "ans": 2}
+    assert METHODS == {"zstd": 1, "ans": 2, "ans-ctx": 3}
 
 
 def test_import_is_cheap() -> None:
