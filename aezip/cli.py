@@ -330,6 +330,8 @@ def pack_cmd(
         return pack_shards_cmd(src, out, engine=engine, append=append, as_json=as_json, **options)
     if engine != "local" or as_json:
         raise click.UsageError("--engine and --json are for sharded datasets: add --shard-size or --shard-images")
+    if "://" in out:
+        raise click.UsageError("a URL as OUT is for sharded datasets: add --shard-size or --shard-images")
     archive, into_folder = _archive_path(src, out)
     from aezip.export import expanded_tar, is_tar_input, tar_stem
 

@@ -207,6 +207,8 @@ def test_usage_errors(tree: Path, tmp_path: Path, runner: CliRunner) -> None:
     assert bad.exit_code == 2 and "not a size" in bad.output
     both = runner.invoke(main, ["pack", str(tree), str(tmp_path / "x"), "--engine", "ray"])
     assert both.exit_code == 2 and "--shard-size" in both.output
+    url = runner.invoke(main, ["pack", str(tree), "memory://one.aez"])
+    assert url.exit_code == 2 and "sharded" in url.output
     assert parse_size("1GB") == 10**9 and parse_size("512MiB") == 512 << 20 and parse_size("1000") == 1000
 
 
