@@ -151,6 +151,8 @@ def validate_link_target(name: str, target: str) -> str:
     if ups > name.count("/"):
         raise UnsafePathError(f"link {_short(name)} points outside the archive ({_short(target)})")
     rest = "/".join(parts[ups:])
+    if ups < len(parts) and not rest:
+        raise UnsafePathError(f"link {_short(name)} has an unsafe target {_short(target)}")
     if rest:
         try:
             validate_member_name(rest)
