@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from aezip import __version__
-from aezip.cli_shards import ArchiveArgument
+from aezip.cli_shards import ArchiveArgument, storage_option, storage_options
 from aezip.errors import AezipError
 
 
@@ -280,6 +280,7 @@ def _archive_path(src: Path, out: str) -> tuple[Path, bool]:
 )
 @click.option("--append", is_flag=True, help="Add the files of SRC not yet in the sharded dataset OUT as new shards.")
 @click.option("--json", "as_json", is_flag=True, help="Sharded datasets: print the summary as JSON.")
+@storage_option
 @_fail_cleanly
 def pack_cmd(
     src: Path,
@@ -418,6 +419,7 @@ def pack_cmd(
 @device_option
 @threads_option
 @jobs_option
+@storage_option
 @_fail_cleanly
 def unpack_cmd(
     archive: Path,
@@ -444,7 +446,8 @@ def unpack_cmd(
 
     existing = "replace" if force else "skip" if skip_existing else "refuse"
     start = time.perf_counter()
-    with open_archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "unpack") as progress:
+    opened = open_archive(archive, device=device, models=list(models), storage_options=storage_options())
+    with opened as arc, _progress(len(arc), "unpack") as progress:
         summary = unpack(
             arc, dest, fmt, progress, existing=existing, jpeg_quality=jpeg_quality, jobs=_jobs(jobs, threads, device)
         )
@@ -489,6 +492,7 @@ def unpack_cmd(
 @model_option
 @device_option
 @threads_option
+@storage_option
 @_fail_cleanly
 def export_cmd(
     archive: Path,
@@ -512,7 +516,8 @@ def export_cmd(
     from aezip.sharded import open_archive
 
     start = time.perf_counter()
-    with open_archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "export") as progress:
+    opened = open_archive(archive, device=device, models=list(models), storage_options=storage_options())
+    with opened as arc, _progress(len(arc), "export") as progress:
         summary = export(
             arc,
             dest,
@@ -535,6 +540,7 @@ def export_cmd(
 @main.command("list")
 @click.argument("archive", type=ArchiveArgument())
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per member, as a JSON array.")
+@storage_option
 @_fail_cleanly
 def list_cmd(archive: Path, as_json: bool) -> None:
     """List the members of ARCHIVE: kind, original size, stored size, name."""
@@ -543,7 +549,7 @@ def list_cmd(archive: Path, as_json: bool) -> None:
     from aezip.manifest import open_reader
     from aezip.quality import stats_from_meta
 
-    with open_reader(archive) as reader:
+    with open_reader(archive, storage_options()) as reader:
         rows = []
         for m in reader.members:
             row: dict[str, Any] = {
@@ -595,6 +601,7 @@ def report_cmd(archive: Path, worst: int, as_json: bool, plot: Path | None) -> N
 
 @main.command("info")
 @click.argument("archive", type=ArchiveArgument())
+@storage_option
 @_fail_cleanly
 def info_cmd(archive: Path) -> None:
     """Summarise ARCHIVE: format version, members, sizes, models and qualities used."""
@@ -603,7 +610,7 @@ def info_cmd(archive: Path) -> None:
     from aezip.entropy import NAMES
     from aezip.manifest import ShardedReader, archive_bytes, open_reader
 
-    with open_reader(archive) as reader:
+    with open_reader(archive, storage_options()) as reader:
         images = [m for m in reader.members if m.kind == MemberKind.IMAGE]
         headers = [parse_header(reader.read_payload(m))[0] for m in images]
         files = [m for m in reader.members if m.kind != MemberKind.MODEL]
@@ -647,6 +654,7 @@ def _model_label(model_id: bytes, embedded: bool = False) -> str:
 @device_option
 @threads_option
 @jobs_option
+@storage_option
 @_fail_cleanly
 def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: int | None, jobs: int | None) -> None:
     """Check every checksum of ARCHIVE and that every member decodes."""
@@ -656,7 +664,8 @@ def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: in
     from aezip.sharded import open_archive
 
     check_manifest_checksums(archive)
-    with open_archive(archive, device=device, models=list(models)) as arc, _progress(len(arc), "verify") as progress:
+    opened = open_archive(archive, device=device, models=list(models), storage_options=storage_options())
+    with opened as arc, _progress(len(arc), "verify") as progress:
         summary = verify(arc, progress, jobs=_jobs(jobs, threads, device))
     members = summary.files + summary.links + summary.folders
     click.echo(f"ok: {_count(members, 'member')} ({_count(summary.images, 'coded image')}) verified")

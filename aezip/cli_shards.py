@@ -28,6 +28,35 @@ class ArchiveArgument(click.ParamType):
         return Path(text)
 
 
+def _parse_storage_options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> None:
+    """``--storage-option k=v`` (repeatable) into ``ctx.meta``; values are JSON when they parse (true, 3), else text."""
+    options: dict[str, object] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param=param)
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    ctx.meta["aezip.storage_options"] = options or None
+
+
+storage_option = click.option(
+    "--storage-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    expose_value=False,
+    callback=_parse_storage_options,
+    help="Option for the fsspec store of a URL (e.g. anon=true, endpoint_url=...); may be repeated.",
+)
+
+
+def storage_options() -> dict | None:
+    """The ``--storage-option`` values of the running command."""
+    return click.get_current_context().meta.get("aezip.storage_options")
+
+
 def shard_size_option(text: str | None) -> int | None:
     """``--shard-size`` as bytes (a usage error, exit 2, when it is not a size)."""
     if text is None:
@@ -94,6 +123,7 @@ def pack_shards_cmd(
             append=append,
             progress=bar.update,
             embed_model=embed_model,
+            storage_options=storage_options(),
         )
     seconds = time.perf_counter() - start
     s = result.summary
@@ -139,9 +169,9 @@ def check_manifest_checksums(path: Path | str) -> int:
     """For ``verify``: the sha256 of every shard against the manifest (0 for a one-file archive)."""
     from aezip.manifest import check_checksums, is_manifest_path
 
-    if not is_manifest_path(path):
+    if not is_manifest_path(path, storage_options()):
         return 0
     try:
-        return check_checksums(path)
+        return check_checksums(path, storage_options())
     except FileNotFoundError as exc:
         raise AezipError(f"shard missing: {exc.filename}") from None

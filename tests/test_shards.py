@@ -249,7 +249,7 @@ def test_object_store_reads_members_by_range_requests(
     assert len(index_reads) == 3 and sum(index_reads) < shard_bytes  # header, footer, index: not the shard
     items = aezip.ImageArchiveDataset("memory://remote-ds", device="cpu")
     assert len(items) == IMAGES and items[0].shape[0] == 3
-    listed = runner.invoke(main, ["list", "memory://remote-ds/"])
+    listed = runner.invoke(main, ["list", "memory://remote-ds/", "--storage-option", "skip_instance_cache=false"])
     assert listed.exit_code == 0 and "class3/0095.png" in listed.output, listed.output
     verified = runner.invoke(main, ["verify", "memory://remote-ds", "--device", "cpu"])
     assert verified.exit_code == 0, verified.output
