@@ -48,7 +48,7 @@ storage_option = click.option(
     metavar="KEY=VALUE",
     expose_value=False,
     callback=_parse_storage_options,
-    help="Option for the fsspec store of a URL (e.g. anon=true, endpoint_url=...); may be repeated.",
+    help="Option for the fsspec store of a URL (e.g. anon=true, endpoint_url=...); one KEY=VALUE per use.",
 )
 
 
