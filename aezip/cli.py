@@ -206,10 +206,11 @@ def _archive_path(src: Path, out: str) -> tuple[Path, bool]:
 )
 @click.option(
     "--entropy",
-    type=click.Choice(["auto", "ans", "zstd"]),
+    type=click.Choice(["auto", "ans-ctx", "ans", "zstd"]),
     default="auto",
     show_default=True,
-    help="Latent coder: learned tables with ANS, plain zstd, or auto (the shorter of the two, per image).",
+    help="Latent coder: ans-ctx (learned context-adaptive tables, the smallest), ans (learned per-channel "
+    "tables), plain zstd, or auto (the shortest of them, per image).",
 )
 @click.option(
     "--on-error",
