@@ -377,21 +377,28 @@ def pack_cmd(
         raise
     summary.skipped[:0] = tar_skipped
     seconds = time.perf_counter() - start
-    extras = [_count(summary.links, "link")] if summary.links else []
-    extras += [_count(summary.folders, "empty folder")] if summary.folders else []
+    before = [_count(summary.links, "link")] if summary.links else []
+    before += [_count(summary.folders, "empty folder")] if summary.folders else []
+    after = ["the model embedded"] if summary.embedded_models else []
+    after += [f"{len(summary.below_floor)} below the PSNR floor"] if summary.below_floor else []
+    echo_pack_summary(summary, str(archive), seconds, before, after)
+    _report(f"below the {min_psnr:g} dB floor" if min_psnr else "below the floor", summary.below_floor)
+
+
+def echo_pack_summary(summary: Any, where: str, seconds: float, before: list[str], after: list[str]) -> None:
+    """The one summary line of a pack (counts, sizes, ratio, time), then who was skipped or kept as is."""
+    extras = [*before]
     extras += [f"{len(summary.skipped)} skipped"] if summary.skipped else []
     extras += [f"{len(summary.stored)} unreadable kept as is"] if summary.stored else []
-    extras += ["the model embedded"] if summary.embedded_models else []
-    extras += [f"{len(summary.below_floor)} below the PSNR floor"] if summary.below_floor else []
+    extras += after
     click.echo(
         f"packed {_count(summary.files, 'file')} ({_count(summary.images, 'coded image')})"
         + "".join(f", {e}" for e in extras)
-        + f" into {archive}: {_human(summary.bytes_in)} → {_human(summary.bytes_out)}, "
+        + f" into {where}: {_human(summary.bytes_in)} → {_human(summary.bytes_out)}, "
         f"ratio {summary.ratio:.2f}x, {seconds:.1f} s"
     )
     _report("skipped", summary.skipped)
     _report("stored byte for byte (unreadable images)", summary.stored)
-    _report(f"below the {min_psnr:g} dB floor" if min_psnr else "below the floor", summary.below_floor)
 
 
 @main.command("unpack")

@@ -148,21 +148,13 @@ def pack_shards_cmd(
         }
         click.echo(json.dumps(body, indent=1))
         return
-    from aezip.cli import _count, _human, _report
+    from aezip.cli import _count, echo_pack_summary
 
     how = f"{len(result.written)} written, {len(result.reused)} reused"
     how += f", {len(result.kept)} kept from before" if result.kept else ""
-    extras = [f"{len(s.skipped)} skipped"] if s.skipped else []
-    extras += [f"{len(s.stored)} unreadable kept as is"] if s.stored else []
-    extras += [f"{result.present} already in the dataset"] if result.present else []
-    click.echo(
-        f"packed {_count(s.files, 'file')} ({_count(s.images, 'coded image')})"
-        + "".join(f", {e}" for e in extras)
-        + f" into {result.path} ({_count(totals['shards'], 'shard')}: {how}): "
-        f"{_human(s.bytes_in)} → {_human(s.bytes_out)}, ratio {s.ratio:.2f}x, {seconds:.1f} s"
-    )
-    _report("skipped", s.skipped)
-    _report("stored byte for byte (unreadable images)", s.stored)
+    after = [f"{result.present} already in the dataset"] if result.present else []
+    where = f"{result.path} ({_count(totals['shards'], 'shard')}: {how})"
+    echo_pack_summary(s, where, seconds, [], after)
 
 
 def check_manifest_checksums(path: Path | str) -> int:
