@@ -54,16 +54,21 @@ _INT32_MIN = -(1 << 31)
 _INT32_MAX = (1 << 31) - 1
 
 
-def encode_ans(latents: np.ndarray, tables: CdfTables) -> bytes:
-    """Compress integer latents (C, H, W) into the stream described in the module docstring."""
+def checked_latents(latents: np.ndarray, channels: int, what: str) -> np.ndarray:
+    """Latents (C, H, W) as int64 after checking what every coder needs: C = ``channels``, integers in int32."""
     latents = np.asarray(latents)
-    if latents.ndim != 3 or latents.shape[0] != tables.channels:
-        raise ValueError(f"latents of shape {latents.shape} do not match {tables.channels} table channels")
+    if latents.ndim != 3 or latents.shape[0] != channels:
+        raise ValueError(f"latents of shape {latents.shape} do not match {channels} {what} channels")
     if not np.issubdtype(latents.dtype, np.integer):
         raise ValueError(f"latents must be integers, not {latents.dtype}")
     if latents.size and (int(latents.min()) < _INT32_MIN or int(latents.max()) > _INT32_MAX):
         raise ValueError("latents must fit in int32")
-    latents = latents.astype(np.int64)
+    return latents.astype(np.int64)
+
+
+def encode_ans(latents: np.ndarray, tables: CdfTables) -> bytes:
+    """Compress integer latents (C, H, W) into the stream described in the module docstring."""
+    latents = checked_latents(latents, tables.channels, "table")
     symbols, escaped = tables.symbolize(latents)
     channel = np.nonzero(symbols == tables.escape)[0]
     codes = _escape_codes(escaped, channel, tables)
@@ -130,14 +135,14 @@ def _escape_codes(values: np.ndarray, channel: np.ndarray, tables: CdfTables) ->
     return (2 * distance + above).astype(np.uint64)
 
 
-def _escape_values(codes: np.ndarray, channel: np.ndarray, tables: CdfTables) -> np.ndarray:
-    """Inverse of :func:`_escape_codes`, rejecting values outside int32."""
+def _escape_values(codes: np.ndarray, channel: np.ndarray, tables: CdfTables, stream: str = "ANS") -> np.ndarray:
+    """Inverse of :func:`_escape_codes` (``channel``: the table row of each code), rejecting values outside int32."""
     low = tables.low.astype(np.int64)[channel]
     high = low + tables.escape - 1
     distance = (codes >> np.uint64(1)).astype(np.int64)
     values = np.where(codes & np.uint64(1), high + 1 + distance, low - 1 - distance)
     if values.size and (values.min() < _INT32_MIN or values.max() > _INT32_MAX):
-        raise CorruptArchiveError("ANS stream: escaped value outside int32")
+        raise CorruptArchiveError(f"{stream} stream: escaped value outside int32")
     return values
 
 

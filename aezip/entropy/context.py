@@ -39,11 +39,9 @@ from typing import TYPE_CHECKING
 import constriction
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from aezip.entropy.ans import _escape_codes, _one_line, _read_varints, _write_varints
+from aezip.entropy.ans import _escape_codes, _escape_values, _one_line, _read_varints, _write_varints, checked_latents
 from aezip.entropy.tables import CdfTables
 from aezip.errors import CorruptArchiveError, ModelError
 
@@ -55,8 +53,6 @@ SIDE_SUFFIX = ".ctx.safetensors"
 ID_BYTES = 8
 CODER_PRECISION = 24
 MAX_CONTEXTS = 64
-_INT32_MIN = -(1 << 31)
-_INT32_MAX = (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -130,14 +126,7 @@ def _symbolize(values: np.ndarray, rows: np.ndarray, tables: CdfTables) -> tuple
 
 def encode_ctx(latents: np.ndarray, ctx: ContextTables) -> bytes:
     """Compress integer latents (C, H, W) into the stream described in the module docstring."""
-    latents = np.asarray(latents)
-    if latents.ndim != 3 or latents.shape[0] != ctx.channels:
-        raise ValueError(f"latents of shape {latents.shape} do not match {ctx.channels} context channels")
-    if not np.issubdtype(latents.dtype, np.integer):
-        raise ValueError(f"latents must be integers, not {latents.dtype}")
-    if latents.size and (int(latents.min()) < _INT32_MIN or int(latents.max()) > _INT32_MAX):
-        raise ValueError("latents must fit in int32")
-    values = latents.astype(np.int64)
+    values = checked_latents(latents, ctx.channels, "context")
     rows = ctx.rows_of(values)
     channels = ctx.channels
     per_channel = values.shape[1] * values.shape[2]
@@ -206,7 +195,7 @@ def decode_ctx(data: bytes, shape: tuple[int, int, int], ctx: ContextTables) -> 
             if esc.size:
                 if next_code + esc.size > count:
                     raise CorruptArchiveError("ans-ctx stream: more escape symbols than escape values")
-                values[esc] = _escape_values(codes[next_code : next_code + esc.size], rows[esc], tables)
+                values[esc] = _escape_values(codes[next_code : next_code + esc.size], rows[esc], tables, "ans-ctx")
                 next_code += esc.size
             out[c, sort] = values
             activity += np.minimum(np.abs(out[c]), ctx.cap)
@@ -220,17 +209,6 @@ def decode_ctx(data: bytes, shape: tuple[int, int, int], ctx: ContextTables) -> 
     if next_code != count:
         raise CorruptArchiveError("ans-ctx stream: escape count differs from the escape symbols decoded")
     return out.reshape(channels, height, width).astype(np.int32)
-
-
-def _escape_values(codes: np.ndarray, rows: np.ndarray, tables: CdfTables) -> np.ndarray:
-    """Values of escape ``codes`` under table ``rows``, rejecting values outside int32."""
-    low = tables.low.astype(np.int64)[rows]
-    high = low + tables.escape - 1
-    distance = (codes >> np.uint64(1)).astype(np.int64)
-    values = np.where(codes & np.uint64(1), high + 1 + distance, low - 1 - distance)
-    if values.size and (values.min() < _INT32_MIN or values.max() > _INT32_MAX):
-        raise CorruptArchiveError("ans-ctx stream: escaped value outside int32")
-    return values
 
 
 @dataclass(frozen=True)
@@ -296,13 +274,10 @@ def _unpack_tables(part: dict[str, np.ndarray], rows: int, source: str) -> CdfTa
 
 def context_from_bytes(data: bytes, model_sha256: str, channels: int, qualities: int, source: str) -> ContextModel:
     """Parse and validate a side file for the model with this sha256; :class:`ModelError` if unfit."""
+    from aezip.model.weights import read_safetensors
+
     sha = hashlib.sha256(data).hexdigest()
-    try:
-        tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
-    except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{source}: not a safetensors file ({exc})") from None
+    tensors, metadata = read_safetensors(data, source)
     if metadata.get("format") != FORMAT_TAG:
         raise ModelError(f"{source}: not aezip context tables (format tag {metadata.get('format')!r})")
     if metadata.get("model_sha256") != model_sha256:

@@ -73,15 +73,21 @@ def model_to_bytes(
     return st_save(tensors, metadata=metadata)
 
 
-def model_from_bytes(data: bytes, source: str = "model") -> LoadedModel:
-    """Parse and validate model bytes; raises :class:`ModelError` with a one-line reason."""
-    sha = hashlib.sha256(data).hexdigest()
+def read_safetensors(data: bytes, source: str, what: str = "file") -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and ``__metadata__`` of safetensors bytes; :class:`ModelError` naming ``source`` if they are not."""
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
         metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
     except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{source}: not a safetensors model file ({exc})") from None
+        raise ModelError(f"{source}: not a safetensors {what} ({exc})") from None
+    return tensors, metadata
+
+
+def model_from_bytes(data: bytes, source: str = "model") -> LoadedModel:
+    """Parse and validate model bytes; raises :class:`ModelError` with a one-line reason."""
+    sha = hashlib.sha256(data).hexdigest()
+    tensors, metadata = read_safetensors(data, source, "model file")
     if metadata.get("format") != FORMAT_TAG:
         raise ModelError(f"{source}: not an aezip model (format tag {metadata.get('format')!r})")
     config = ModelConfig.from_json(metadata.get("config", ""))
