@@ -11,12 +11,8 @@ from aezip.manifest import ShardedReader, is_manifest_path
 from aezip.remote import RemoteArchiveReader, StorageOptions, is_url
 
 
-class ShardedArchive(Archive):
-    """Every member of every shard of a manifest, read by name as from one archive.
-
-    ``path`` is the manifest or its folder (local, or an fsspec URL); ``path`` (the property) stays
-    that path. Payloads are read from their own shard; each shard's index is read once, on opening.
-    """
+class _StorageArchive(Archive):
+    """An archive whose reader needs fsspec storage options (credentials, endpoints) to open."""
 
     def __init__(
         self,
@@ -29,6 +25,14 @@ class ShardedArchive(Archive):
         self._storage_options = storage_options
         super().__init__(path, device=device, models=models, codec=codec)
 
+
+class ShardedArchive(_StorageArchive):
+    """Every member of every shard of a manifest, read by name as from one archive.
+
+    ``path`` is the manifest or its folder (local, or an fsspec URL); ``path`` (the property) stays
+    that path. Payloads are read from their own shard; each shard's index is read once, on opening.
+    """
+
     def _open_reader(self, path: str | os.PathLike[str]) -> ShardedReader:  # type: ignore[override]
         return ShardedReader(path, self._storage_options)
 
@@ -38,19 +42,8 @@ class ShardedArchive(Archive):
         return [r.path for r in self._reader.readers]  # type: ignore[attr-defined]
 
 
-class RemoteArchive(Archive):
+class RemoteArchive(_StorageArchive):
     """An archive at an fsspec URL: the index and each member are fetched by range requests."""
-
-    def __init__(
-        self,
-        url: str,
-        device: str = "auto",
-        models: list[str | Path] | None = None,
-        codec: Codec | None = None,
-        storage_options: StorageOptions = None,
-    ) -> None:
-        self._storage_options = storage_options
-        super().__init__(url, device=device, models=models, codec=codec)
 
     def _open_reader(self, path: str | os.PathLike[str]) -> RemoteArchiveReader:
         return RemoteArchiveReader(os.fspath(path), self._storage_options)
