@@ -747,7 +747,11 @@ def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: in
 )
 @click.option("--channels", type=click.IntRange(1), default=128, show_default=True, help="Hidden channels per layer.")
 @click.option("--bottleneck", type=click.IntRange(1), default=320, show_default=True, help="Latent channels.")
-@click.option("--lambdas", help="Comma-separated λ per quality (default: the 8-step ladder).")
+@click.option(
+    "--lambdas",
+    help="Comma-separated λ per quality (default: the --init model's ladder, else the 8-step ladder). "
+    "With --init, a different ladder keeps the transforms and carries gains and priors over.",
+)
 @click.option("--loss", type=click.Choice(["mse", "bce"]), default="mse", show_default=True, help="Distortion term.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (crops, quality draws, init).")
 @device_option

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,33 @@ def test_resume_without_checkpoint_is_an_error(folders: tuple[Path, Path], tmp_p
     args = ["train", "--data", str(folders[0]), "--out", str(tmp_path / "x.safetensors"), "--resume", *TINY]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "no checkpoint" in result.output
+
+
+def test_init_with_a_new_ladder_keeps_the_transforms(trained: Path, folders: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+
+    from aezip.model.weights import load_model
+    from aezip.train.reladder import reladder
+
+    old = load_model(trained).net
+    ladder = (0.0005, *old.config.lambdas[1:])
+    moved = reladder(old, ladder)
+    assert moved.config.lambdas == ladder and moved.config.channels == old.config.channels
+    for (name, a), b in zip(old.state_dict().items(), moved.state_dict().values(), strict=True):
+        if not name.startswith(("log_gain", "log_inv_gain", "priors.0.")):
+            assert torch.equal(a, b), name
+    # Rungs the old ladder already had keep their gains; the new lowest rung extends the first
+    # segment, so its gains lie beyond quality 1's on the same per-channel line.
+    assert torch.allclose(moved.log_gain[1:], old.log_gain[1:])
+    l0, l1 = old.config.lambdas[:2]
+    expected = old.log_gain[0] - (old.log_gain[1] - old.log_gain[0]) * math.log(l0 / 0.0005) / math.log(l1 / l0)
+    assert torch.allclose(moved.log_gain[0], expected, atol=1e-5)
+    assert torch.equal(moved.priors[0].state_dict()["matrices.0"], old.priors[0].state_dict()["matrices.0"])
+
+    out = tmp_path / "re.safetensors"
+    lambdas = ",".join(str(v) for v in ladder)
+    args = ["train", "--data", str(folders[0]), "--out", str(out), "--init", str(trained), "--steps", "3", *TINY]
+    result = CliRunner().invoke(main, [*args, "--lambdas", lambdas])
+    assert result.exit_code == 0, result.output
+    card = json.loads(out.with_name(out.name + ".json").read_text())
+    assert card["lambdas"] == list(ladder) and card["cumulative_steps"] == 33

@@ -11,8 +11,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aezip.model.config import DEFAULT_LAMBDAS
-
 PRIOR_LR_SCALE = 10.0
 GAIN_LR_SCALE = 10.0
 EMA_DECAY = 0.999
@@ -20,7 +18,11 @@ EMA_DECAY = 0.999
 
 @dataclass
 class TrainOptions:
-    """Every setting of a run; recorded verbatim in the model card."""
+    """Every setting of a run; recorded verbatim in the model card.
+
+    ``lambdas=None`` keeps the ladder of the ``--init``/``--resume`` model, or the default ladder
+    for a fresh model; with ``--init``, a different ladder re-ladders the model (``reladder``).
+    """
 
     data: Path
     out: Path
@@ -37,7 +39,7 @@ class TrainOptions:
     bottleneck: int = 320
     rescale: float = 0.25
     ema: float = EMA_DECAY
-    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    lambdas: tuple[float, ...] | None = None
     loss: str = "mse"
     seed: int = 0
     device: str = "auto"

@@ -29,12 +29,13 @@ from aezip.codec import pick_device
 from aezip.errors import AezipError
 from aezip.metrics import psnr_from_mse
 from aezip.model.autoencoder import Autoencoder
-from aezip.model.config import ModelConfig
+from aezip.model.config import DEFAULT_LAMBDAS, ModelConfig
 from aezip.model.weights import load_model
 from aezip.train.data import CropSampler
 from aezip.train.export import export_model
 from aezip.train.loss import per_image_distortion, rd_loss
 from aezip.train.options import GAIN_LR_SCALE, PRIOR_LR_SCALE, TrainOptions, TrainState
+from aezip.train.reladder import reladder
 
 
 def _save_checkpoint(
@@ -85,6 +86,8 @@ def _build(
     elif options.init is not None:
         loaded = load_model(options.init)
         net = loaded.net
+        if options.lambdas is not None and tuple(options.lambdas) != net.config.lambdas:
+            net = reladder(net, tuple(options.lambdas))
         card = loaded.metadata
         state.prior_steps = int(card.get("cumulative_steps", card.get("steps", 0)))
         state.prior_seconds = float(card.get("cumulative_seconds", card.get("seconds", 0.0)))
@@ -93,7 +96,10 @@ def _build(
         raise AezipError(f"--resume: no checkpoint at {options.checkpoint_path}")
     else:
         config = ModelConfig(
-            levels=options.levels, channels=options.channels, bottleneck=options.bottleneck, lambdas=options.lambdas
+            levels=options.levels,
+            channels=options.channels,
+            bottleneck=options.bottleneck,
+            lambdas=options.lambdas or DEFAULT_LAMBDAS,
         )
         net = Autoencoder(config)
     net = net.to(device).to(memory_format=torch.channels_last)
