@@ -17,6 +17,7 @@ from aezip.model import registry
 from aezip.model.registry import default_model, model_name, shipped_models
 
 GOLDEN = Path(__file__).parent / "data" / "golden-v1"
+GOLDEN_V2 = Path(__file__).parent / "data" / "golden-v2"
 
 
 def test_catalog_lists_every_former_default_with_a_matching_hash() -> None:
@@ -50,6 +51,22 @@ def test_archive_written_by_0_1_0_decodes_exactly() -> None:
     assert np.abs(image.astype(int) - then.astype(int)).max() <= 2
     original = np.asarray(Image.open(GOLDEN / "original.png").convert("RGB")).astype(float)
     assert 10 * np.log10(255**2 / np.mean((image - original) ** 2)) > 24
+
+
+def test_archive_written_by_0_2_0_decodes_exactly() -> None:
+    """``golden-v2/archive.aez`` was written by aezip 0.2.0 (model v2-gpu-128x320, quality 6,
+    ``--entropy auto`` → ans-ctx, method 3) from ``original.png`` and ``labels.csv``."""
+    with aezip.open(GOLDEN_V2 / "archive.aez") as archive:
+        assert archive.read_bytes("labels.csv") == (GOLDEN_V2 / "labels.csv").read_bytes()
+        image = np.asarray(archive.image("photos/monarch-crop.png"))
+        header, model, latents, _ = archive.codec._parse(archive.payload("photos/monarch-crop.png"))
+    assert model.name == "v2-gpu-128x320" and header.quality == 6 and header.entropy == 3
+    digest = hashlib.sha256(latents.astype("<i4").tobytes()).hexdigest()
+    assert digest == "21bb35e965686f3353e95dd43d2ec2bcf1797b9220cf34277bc131a95785e8c6"
+    then = np.asarray(Image.open(GOLDEN_V2 / "decoded-by-0.2.0.png"))
+    assert np.abs(image.astype(int) - then.astype(int)).max() <= 2
+    original = np.asarray(Image.open(GOLDEN_V2 / "original.png").convert("RGB")).astype(float)
+    assert 10 * np.log10(255**2 / np.mean((image - original) ** 2)) > 30
 
 
 def test_old_archive_unpacks_through_the_cli(runner, tmp_path: Path) -> None:
