@@ -15,7 +15,7 @@ import json
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -361,12 +361,17 @@ class Archive:
         """Stored bytes of a member, checksum verified."""
         return self._reader.read_payload(name)
 
+    def payloads(self, names: Sequence[str]) -> list[bytes]:
+        """Stored bytes of several members, checksum verified; nearby payloads are read together
+        (one range request per run at a URL)."""
+        return self._reader.read_payloads(names)
+
     def decode(self, names: list[str], max_batch_pixels: int = 4_000_000) -> list[Decoded]:
         """Decoded pixels of IMAGE members, batched by latent shape (see ``Codec.decode_many``)."""
         for n in names:
             if not self.is_image(n):
                 raise AezipError(f"{n} is not a coded image")
-        return self.codec.decode_many([self.payload(n) for n in names], max_batch_pixels=max_batch_pixels)
+        return self.codec.decode_many(self.payloads(names), max_batch_pixels=max_batch_pixels)
 
     def image(self, name: str) -> Image.Image:
         """A member as a PIL image: the reconstruction, or the original for losslessly stored images."""

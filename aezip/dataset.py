@@ -187,7 +187,7 @@ class ImageArchiveDataset(Dataset):
         coded = [k for k, info in enumerate(infos) if info.kind == MemberKind.IMAGE]
         images: list[Image.Image | None] = [None] * len(infos)
         if coded:
-            streams = [self.archive.payload(infos[k].name) for k in coded]
+            streams = self.archive.payloads([infos[k].name for k in coded])
             decoded = self.codec.decode_many(streams, max_batch_pixels=self.max_batch_pixels)
             for k, d in zip(coded, decoded, strict=True):
                 images[k] = d.to_image()

@@ -179,6 +179,8 @@ def read_latents(dataset: ShardedImageDataset, indices: Sequence[int], mode: str
     has_target = False
     for source, positions, locals_ in dataset.grouped(indices):
         ds = dataset.datasets[source]
+        coded = [ds._members[i].name for i in locals_ if ds._members[i].kind == MemberKind.IMAGE]
+        streams = dict(zip(coded, ds.archive.payloads(coded), strict=True))  # nearby payloads read together
         for pos, local in zip(positions, locals_, strict=True):
             info = ds._members[local]
             if ds.target is not None:
@@ -190,7 +192,7 @@ def read_latents(dataset: ShardedImageDataset, indices: Sequence[int], mode: str
                     image = image.convert(mode)
                 batch.ready[pos] = to_tensor(image)
                 continue
-            header, _model, latents, (alpha, _icc) = ds.codec._parse(ds.archive.payload(info.name))
+            header, _model, latents, (alpha, _icc) = ds.codec._parse(streams[info.name])
             alpha_t = torch.from_numpy(alpha) if alpha is not None else None
             batch.coded.append(LatentItem(pos, header, _compact(latents), alpha_t))
     batch.targets = targets if has_target else None

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,6 +345,21 @@ class ShardedReader:
     def read_payload(self, member: str | MemberInfo) -> bytes:
         """A member's stored payload, crc32 checked (see ``ArchiveReader.read_payload``)."""
         return self._shard(member).read_payload(member)
+
+    def read_payloads(self, members: Sequence[str | MemberInfo]) -> list[bytes]:
+        """Several payloads in the order given: one ``read_payloads`` per shard (merged ranges within each)."""
+        by_shard: dict[int, list[int]] = {}
+        for k, member in enumerate(members):
+            name = member.name if isinstance(member, MemberInfo) else member
+            if name not in self._where:
+                raise KeyError(f"no member named {name!r} in {self._path}")
+            by_shard.setdefault(self._where[name], []).append(k)
+        out = [b""] * len(members)
+        for shard, positions in by_shard.items():
+            found = self.readers[shard].read_payloads([members[k] for k in positions])
+            for k, data in zip(positions, found, strict=True):
+                out[k] = data
+        return out
 
     def read_link(self, member: str | MemberInfo) -> str:
         """A LINK member's target, checked."""

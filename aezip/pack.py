@@ -389,8 +389,11 @@ def _decoded_files(
     """
 
     def payloads() -> Iterator[tuple[MemberInfo, bytes | None]]:
-        for m in members:
-            yield m, archive.payload(m.name) if m.kind in (MemberKind.IMAGE, MemberKind.RAW) else None
+        for group in _read_groups(members):
+            wanted = [m.name for m in group if m.kind in (MemberKind.IMAGE, MemberKind.RAW)]
+            read = dict(zip(wanted, archive.payloads(wanted), strict=True))
+            for m in group:
+                yield m, read.get(m.name)
 
     def restore(item: tuple[MemberInfo, bytes | None]) -> tuple[MemberInfo, Iterator[bytes] | bytes | str | None]:
         m, payload = item
@@ -415,6 +418,26 @@ def _decoded_files(
         archive.codec  # noqa: B018 - create the decoder once, before the workers share it
     with _threads_for(jobs):
         yield from ordered_map(restore, payloads(), jobs, pixels, PIXELS_IN_FLIGHT)
+
+
+#: Payloads read together by unpack and verify (one range request per run at a URL): at most this many
+#: members and, past the first, this many bytes.
+READ_GROUP_MEMBERS = 64
+READ_GROUP_BYTES = 8 << 20
+
+
+def _read_groups(members: list[MemberInfo]) -> Iterator[list[MemberInfo]]:
+    """``members`` in order, cut into groups whose payloads are read at once (memory stays bounded)."""
+    group: list[MemberInfo] = []
+    held = 0
+    for m in members:
+        if group and (len(group) >= READ_GROUP_MEMBERS or held + m.length > READ_GROUP_BYTES):
+            yield group
+            group, held = [], 0
+        group.append(m)
+        held += m.length
+    if group:
+        yield group
 
 
 def _conflicts(archive: Archive, dest: Path, fmt: str) -> tuple[list[str], list[str]]:

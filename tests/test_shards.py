@@ -286,3 +286,51 @@ def test_ray_retries_a_task_whose_worker_was_killed(tmp_path: Path) -> None:
 
     results = dict(RayExecutor(cpus=2).run(_dies_once, [str(tmp_path / "marker")]))
     assert results == {0: "done"} and (tmp_path / "marker").read_text() == "died"
+
+
+def test_batches_read_merged_ranges(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of members is one range request per run of nearby payloads, not one per member."""
+    fsspec = pytest.importorskip("fsspec")
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from aezip.container.reader import merge_ranges
+    from aezip.remote import RemoteArchiveReader
+
+    assert merge_ranges([(50, 10), (0, 10), (10, 5), (70, 1)], 10, 100) == [(0, 15, [1, 2]), (50, 71, [0, 3])]
+    assert merge_ranges([(0, 10), (10, 10)], 0, 15) == [(0, 10, [0]), (10, 20, [1])]  # past the read limit
+    store = fsspec.filesystem("memory")
+    for path in dataset.iterdir():
+        store.pipe(f"/merged-ds/{path.name}", path.read_bytes())
+    fetched: list[tuple[str, int]] = []
+    original = MemoryFileSystem.cat_file
+
+    def counting(self, path, start=None, end=None, **kw):  # type: ignore[no-untyped-def]
+        data = original(self, path, start=start, end=end, **kw)
+        fetched.append((path.rsplit("/", 1)[-1], len(data)))
+        return data
+
+    monkeypatch.setattr(MemoryFileSystem, "cat_file", counting)
+    items = aezip.ImageArchiveDataset("memory://merged-ds", device="cpu", output="pil")
+    with aezip.open("memory://merged-ds", device="cpu") as archive:
+        infos = [archive.info(items.names[i]) for i in range(24, 32)]
+        local = [aezip.open(str(dataset), device="cpu").image(i.name) for i in infos]
+    shard = {archive_shard(dataset, i.name) for i in infos}
+    assert len(shard) == 1  # items 24..31 lie in one shard, one after another
+    fetched.clear()
+    batch = items.get_batch(range(24, 32))
+    span = infos[-1].offset + infos[-1].length - infos[0].offset
+    assert fetched == [(shard.pop(), span)]  # one request: exactly the run of eight payloads
+    assert [im.tobytes() for im in batch] == [im.tobytes() for im in local]
+    fetched.clear()
+    spread = [0, 40, 80]  # three shards: one request each
+    items.get_batch(spread)
+    assert len(fetched) == 3 and len({p for p, _ in fetched}) == 3
+    fetched.clear()
+    monkeypatch.setattr(RemoteArchiveReader, "merge_gap", 0)
+    items.get_batch([24, 26, 27])  # 24 and 26 are not adjacent: with no gap allowed, two requests
+    assert [n for _, n in fetched] == [infos[0].length, infos[2].length + infos[3].length]
+
+
+def archive_shard(dataset: Path, name: str) -> str:
+    with aezip.open(str(dataset), device="cpu") as archive:
+        return Path(archive._reader.shard_of(name)).name

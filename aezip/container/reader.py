@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 from aezip.container import spec
@@ -20,12 +20,40 @@ from aezip.errors import CorruptArchiveError, FormatError, UnsafePathError, Unsu
 _CHUNK = 1 << 20
 
 
+def merge_ranges(ranges: Sequence[tuple[int, int]], max_gap: int, max_length: int) -> list[tuple[int, int, list[int]]]:
+    """Group ``(offset, length)`` ranges into reads: ``(start, end, positions in ranges)``, sorted by start.
+
+    Ranges whose gap to the previous read is at most ``max_gap`` bytes (overlaps included) join it,
+    unless the read would grow past ``max_length`` bytes; a longer range alone is still one read.
+    """
+    reads: list[tuple[int, int, list[int]]] = []
+    for k in sorted(range(len(ranges)), key=lambda k: ranges[k]):
+        offset, length = ranges[k]
+        end = offset + length
+        if reads:
+            start, last, which = reads[-1]
+            if offset - last <= max_gap and max(end, last) - start <= max_length:
+                reads[-1] = (start, max(end, last), [*which, k])
+                continue
+        reads.append((offset, end, [k]))
+    return reads
+
+
 class ArchiveReader:
     """Random access to the members of one archive.
 
     Picklable for PyTorch DataLoader workers: the index travels with the pickle, the file handle does not; each
     process (forked or unpickled) opens its own handle on its first payload read.
+
+    :meth:`read_payloads` reads several members with one read per run of nearby payloads: runs join
+    across gaps of at most ``merge_gap`` bytes and stop at ``merge_limit`` bytes (``aezip.remote``
+    allows a wider gap, where a request costs more than the bytes).
     """
+
+    #: Largest gap (bytes not asked for) a merged read spans between two payloads.
+    merge_gap = 0
+    #: Largest merged read in bytes (one payload larger than this is still read whole).
+    merge_limit = 16 << 20
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = os.fspath(path)
@@ -106,6 +134,22 @@ class ArchiveReader:
             raise CorruptArchiveError(f"member {info.name!r} fails its crc32 check")
         return data
 
+    def read_payloads(self, members: Sequence[str | MemberInfo]) -> list[bytes]:
+        """Several members' payloads in the order given, crc32 checked; one read per run of nearby payloads."""
+        infos = [self._lookup(m) for m in members]
+        runs = merge_ranges([(i.offset, i.length) for i in infos], self.merge_gap, self.merge_limit)
+        out = [b""] * len(infos)
+        for (start, _end, which), data in zip(runs, self._read_ranges([(s, e - s) for s, e, _ in runs]), strict=True):
+            view = memoryview(data)
+            for k in which:
+                info = infos[k]
+                whole = len(which) == 1 and len(data) == info.length
+                piece = data if whole else bytes(view[info.offset - start : info.offset - start + info.length])
+                if zlib.crc32(piece) != info.crc32:
+                    raise CorruptArchiveError(f"member {info.name!r} fails its crc32 check")
+                out[k] = piece
+        return out
+
     def read_link(self, member: str | MemberInfo) -> str:
         """The target of a LINK member, checked (see ``spec.validate_link_target``)."""
         info = self._lookup(member)
@@ -142,6 +186,10 @@ class ArchiveReader:
             self._lock = threading.Lock()
         with self._lock:
             return _read_exact(self._handle(), offset, length)
+
+    def _read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """``(offset, length)`` ranges, each read exactly (``aezip.remote`` fetches them in one call)."""
+        return [self._read(offset, length) for offset, length in ranges]
 
     def _handle(self) -> BinaryIO:
         """The open file of this process, opened lazily after unpickling or forking."""
