@@ -305,6 +305,13 @@ class Archive:
         return self._reader.path
 
     @property
+    def stored_bytes(self) -> int:
+        """Bytes stored: the archive's size, or the sum of the shards' for a sharded dataset."""
+        from aezip.manifest import archive_bytes
+
+        return archive_bytes(self._reader)
+
+    @property
     def members(self) -> list[MemberInfo]:
         """The members that stand for files, links and folders (embedded models are not among them)."""
         return [m for m in self._reader.members if m.kind != MemberKind.MODEL]

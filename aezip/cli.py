@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from aezip import __version__
-from aezip.cli_shards import ArchiveArgument, storage_option, storage_options
+from aezip.cli_shards import ArchiveArgument, SourceArgument, storage_option, storage_options
 from aezip.errors import AezipError
 
 
@@ -189,17 +189,17 @@ device_option = click.option(
 )
 
 
-def _archive_path(src: Path, out: str) -> tuple[Path, bool]:
+def _archive_path(src: Path | str, out: str) -> tuple[Path, bool]:
     """OUT as given, or ``OUT/SRC.aez`` when OUT ends with a slash or is a folder; and whether OUT is a folder."""
     path = Path(out)
     if out.endswith(("/", os.sep)) or path.is_dir():
-        base = src.resolve().name or "archive"
+        base = (src.rstrip("/").rsplit("/", 1)[-1] if isinstance(src, str) else src.resolve().name) or "archive"
         return path / f"{base}.aez", True
     return path, False
 
 
 @main.command("pack")
-@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.argument("src", type=SourceArgument())
 @click.argument("out", type=click.Path())
 @click.option(
     "-q", "--quality", type=click.IntRange(1, 8), default=6, show_default=True, help="1 (smallest) .. 8 (best)."
@@ -284,7 +284,7 @@ def _archive_path(src: Path, out: str) -> tuple[Path, bool]:
 @storage_option
 @_fail_cleanly
 def pack_cmd(
-    src: Path,
+    src: Path | str,
     out: str,
     quality: int,
     entropy: str,
@@ -314,6 +314,10 @@ def pack_cmd(
 
     With --shard-size or --shard-images, OUT is a dataset folder (shards and manifest.json, written
     last); running the same command again keeps the shards that are complete and redoes the rest.
+
+    SRC and a dataset OUT may be fsspec URLs (s3://bucket/photos/, memory://...; see
+    --storage-option): a sharded pack copies each shard's files to a temporary folder as it packs
+    them, a one-file pack copies the whole tree first.
     """
     if len(models) > 1:
         raise click.BadParameter("give one --model for packing", param_hint="--model")
@@ -337,7 +341,7 @@ def pack_cmd(
     archive, into_folder = _archive_path(src, out)
     from aezip.export import expanded_tar, is_tar_input, tar_stem
 
-    from_tar = is_tar_input(src)
+    from_tar = isinstance(src, Path) and is_tar_input(src)
     if from_tar and into_folder:
         archive = archive.with_name(f"{tar_stem(src)}.aez")
     if archive.is_dir():
@@ -351,6 +355,10 @@ def pack_cmd(
     codec = Codec(quality=quality, device=device, model=models[0] if models else None, entropy=entropy)
     start = time.perf_counter()
     ctx = click.get_current_context()
+    if isinstance(src, str):  # a URL: the tree is copied here first (see aezip.remote.staged_source)
+        from aezip.remote import staged_source
+
+        src = ctx.with_resource(staged_source(src, storage_options()))
     src, tar_skipped = ctx.with_resource(expanded_tar(src, archive)) if from_tar else (src, [])
     found = collect(src, exclude=archive)
     made_folder = into_folder and not archive.parent.exists()

@@ -28,6 +28,22 @@ class ArchiveArgument(click.ParamType):
         return Path(text)
 
 
+class SourceArgument(click.ParamType):
+    """What ``pack`` reads: a file or folder that exists, or an fsspec URL (``s3://bucket/photos/``) left as text."""
+
+    name = "source"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        if isinstance(value, Path):
+            return value
+        text = str(value)
+        if "://" in text:
+            return text
+        if not os.path.exists(text):
+            self.fail(f"{text!r} does not exist.", param, ctx)
+        return Path(text)
+
+
 def _parse_storage_options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> None:
     """``--storage-option k=v`` (repeatable) into ``ctx.meta``; values are JSON when they parse (true, 3), else text."""
     options: dict[str, object] = {}
@@ -70,7 +86,7 @@ def shard_size_option(text: str | None) -> int | None:
 
 
 def pack_shards_cmd(
-    src: Path,
+    src: Path | str,
     out: str,
     *,
     quality: int,
@@ -99,12 +115,12 @@ def pack_shards_cmd(
         raise click.ClickException(f"{dst} exists and is not a folder (a sharded dataset is a folder)")
     size = shard_size_option(shard_size)
     spec = CodecSpec(quality, entropy, str(model) if model else None, "cpu" if device == "auto" else device)
-    if out.startswith("memory://"):
-        jobs = 1  # a memory:// store lives in this process only: worker processes could not write to it
+    if out.startswith("memory://") or str(src).startswith("memory://"):
+        jobs = 1  # a memory:// store lives in this process only: worker processes could not use it
     executor = make_executor(engine, jobs)
     ctx = click.get_current_context()
     tar_skipped: list[tuple[str, str]] = []
-    if is_tar_input(src):
+    if isinstance(src, Path) and is_tar_input(src):
         near = dst / "manifest.json" if isinstance(dst, Path) else None
         src, tar_skipped = ctx.with_resource(expanded_tar(src, near))
     from tqdm import tqdm

@@ -536,7 +536,7 @@ def unpack(
     finally:
         if staging is not None:
             remove_tree(staging)
-    summary.bytes_in = os.path.getsize(archive.path)
+    summary.bytes_in = archive.stored_bytes
     return summary
 
 

@@ -6,12 +6,22 @@ requests (``cat_file`` with start and end), and each member's payload is one mor
 :data:`MERGE_GAP` bytes apart, the runs sent together (``cat_ranges``: concurrently on async stores
 such as s3fs). A sharded dataset's manifest is read whole (it is small), its shards lazily as above.
 Credentials and other settings go in ``storage_options`` (or the store's usual environment variables).
+
+Packing from a store: :func:`list_source` lists a tree (names, sizes, modification times) and
+:func:`download_source` copies some of its files into a local folder (``aezip.shards`` does so per shard).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from aezip.container import ArchiveReader
@@ -218,3 +228,84 @@ class FolderStore:
     def upload(self, local: str | os.PathLike[str], name: str) -> None:
         """Put a finished local file into the folder under ``name`` (one object PUT in a store)."""
         self.fs.put_file(os.fspath(local), self._key(name))
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file of a source tree in a store: its name under the tree's root, size and modification time."""
+
+    name: str
+    size: int
+    mtime_ns: int
+
+
+def _mtime_ns(info: dict[str, Any]) -> int:
+    """A listing entry's modification time in ns since the epoch (0 when the store gives none)."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified", "created"):
+        value = info.get(key)
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, datetime):
+            value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return int(value * 1_000_000_000)
+    return 0
+
+
+def list_source(url: str, storage_options: StorageOptions = None) -> list[SourceFile]:
+    """The files under ``url`` (or ``url`` itself when it is one object), sorted by name.
+
+    Object stores have no folders or links: folders are only the names' prefixes, so empty ones are not
+    listed. Raises AezipError when nothing is found there.
+    """
+    fs, root = filesystem(url, storage_options)
+    root = root.rstrip("/")
+    if fs.isfile(root):
+        info = fs.info(root)
+        return [SourceFile(root.rsplit("/", 1)[-1], int(info.get("size") or 0), _mtime_ns(info))]
+    found = fs.find(root, detail=True)
+    files = [
+        SourceFile(path[len(root) :].lstrip("/"), int(info.get("size") or 0), _mtime_ns(info))
+        for path, info in found.items()
+        if info.get("type") == "file" and path.startswith(root + "/")
+    ]
+    if not files:
+        raise AezipError(f"no such file or folder: {url}")
+    return sorted(files, key=lambda f: f.name)
+
+
+def download_source(
+    url: str, files: list[SourceFile], dest: str | os.PathLike[str], storage_options: StorageOptions = None
+) -> None:
+    """Copy ``files`` (from :func:`list_source` of ``url``) under the local folder ``dest``, mode 644 with
+    their store's modification times (or time 0): a pack of the copy does not depend on when it was made."""
+    fs, root = filesystem(url, storage_options)
+    root = root.rstrip("/")
+    single = len(files) == 1 and fs.isfile(root)
+    for f in files:
+        target = os.path.join(os.fspath(dest), *f.name.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fs.get_file(root if single else f"{root}/{f.name}", target)
+        os.chmod(target, 0o644)
+        os.utime(target, ns=(f.mtime_ns, f.mtime_ns))
+
+
+@contextmanager
+def staged_source(url: str, storage_options: StorageOptions = None) -> Iterator[Path]:
+    """The tree (or file) at ``url`` copied into a temporary local folder, removed afterwards."""
+    files = list_source(url, storage_options)
+    staging = Path(tempfile.mkdtemp(prefix=".aezip-src-"))
+    try:
+        download_source(url, files, staging, storage_options)
+        yield staging / files[0].name if len(files) == 1 and url_is_file(url, storage_options) else staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def url_is_file(url: str, storage_options: StorageOptions = None) -> bool:
+    """Whether ``url`` names one object (not a folder or prefix)."""
+    fs, path = filesystem(url, storage_options)
+    return bool(fs.isfile(path.rstrip("/")))

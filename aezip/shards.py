@@ -26,12 +26,12 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aezip import __version__
 from aezip.codec import Codec
-from aezip.container import ArchiveReader, MemberKind
+from aezip.container import ArchiveReader, MemberKind, validate_member_name
 from aezip.container import spec as container_spec
 from aezip.errors import AezipError, UnsafePathError
 from aezip.executors import Executor, LocalExecutor
@@ -45,7 +45,7 @@ from aezip.manifest import (
 )
 from aezip.model.inference import one_thread
 from aezip.pack import ON_ERROR, Collected, Entry, Summary, check_inputs, collect, pack
-from aezip.remote import FolderStore, is_url
+from aezip.remote import FolderStore, SourceFile, StorageOptions, download_source, is_url, list_source
 
 JOURNAL_NAME = ".aezip-pack.json"
 SHARD_PATTERN = re.compile(r"shard-\d{5,}\.aez")
@@ -87,6 +87,27 @@ def _codec(spec: CodecSpec) -> Codec:
 
 
 @dataclass(frozen=True)
+class StoreEntry(Entry):
+    """A file of a source tree at a URL: ``name`` under the tree's root, size and mtime from the listing."""
+
+    size: int = 0
+    mtime_ns: int = 0
+
+
+def collect_store(url: str, storage_options: StorageOptions = None) -> Collected:
+    """:func:`aezip.pack.collect` for a tree at a URL: its files (object stores have no links or empty folders)."""
+    found = Collected()
+    for f in list_source(url, storage_options):
+        try:
+            validate_member_name(f.name)
+        except UnsafePathError as exc:
+            found.problems.append((f.name, str(exc)))
+            continue
+        found.entries.append(StoreEntry(f.name, Path(f.name), size=f.size, mtime_ns=f.mtime_ns))
+    return found
+
+
+@dataclass(frozen=True)
 class ShardTask:
     """One shard to write: its entries (sorted), where, and how."""
 
@@ -114,8 +135,11 @@ def pack_shard(task: ShardTask) -> ShardResult:
     """Write one shard (temporary file renamed on success) and describe it; runs in any worker.
 
     Into an object store (``task.folder`` a URL), the shard is written to a local temporary folder
-    first and uploaded whole when complete.
+    first and uploaded whole when complete. From an object store (``task.src`` a URL), the shard's
+    files are first copied into a local temporary folder (only this shard's).
     """
+    if is_url(task.src):
+        return _pack_shard_from_store(task)
     if not is_url(task.folder):
         return _pack_shard_at(task, Path(task.folder) / task.name)
     staging = Path(tempfile.mkdtemp(prefix=".aezip-shard-"))
@@ -123,6 +147,18 @@ def pack_shard(task: ShardTask) -> ShardResult:
         result = _pack_shard_at(task, staging / task.name)
         FolderStore(task.folder, task.storage_options).upload(staging / task.name, task.name)
         return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pack_shard_from_store(task: ShardTask) -> ShardResult:
+    """``pack_shard`` for a source tree at a URL: copy the shard's files here, then pack the copy."""
+    files = [SourceFile(e.name, e.size, e.mtime_ns) for e in task.entries if isinstance(e, StoreEntry)]
+    staging = Path(tempfile.mkdtemp(prefix=".aezip-src-"))
+    try:
+        download_source(task.src, files, staging, task.storage_options)
+        entries = tuple(Entry(e.name, staging / e.name) for e in task.entries)
+        return pack_shard(replace(task, src=str(staging), entries=entries))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -184,6 +220,8 @@ def plan(entries: list[Entry], sizes: list[int], shard_bytes: int | None, shard_
 
 def _describe(entry: Entry) -> list[object]:
     """What a shard's inputs digest covers for one entry: name, kind, link target, size, mtime, mode."""
+    if isinstance(entry, StoreEntry):
+        return [entry.name, int(entry.kind), entry.target, entry.size, entry.mtime_ns, 0o644]
     try:
         st = os.lstat(entry.path)
     except OSError:
@@ -242,7 +280,7 @@ def settings_of(codec: Codec, spec: CodecSpec, on_error: str) -> dict:
 
 
 def pack_sharded(
-    src: Path,
+    src: Path | str,
     dst: Path | str,
     spec: CodecSpec,
     *,
@@ -263,7 +301,9 @@ def pack_sharded(
     without it, such a dataset is refused. ``progress`` receives the number of files of each
     finished shard. ``embed_model`` as for :func:`aezip.pack.pack` (each shard then carries the model).
     ``dst`` may be an fsspec URL (``s3://bucket/ds``, with ``storage_options``): each shard is written
-    locally, then uploaded whole; the manifest is uploaded last.
+    locally, then uploaded whole; the manifest is uploaded last. ``src`` may be a URL too: the driver
+    lists it, each shard task copies its own files to a local temporary folder and packs them there
+    (image checks then happen per shard: with ``on_error="fail"`` a bad image stops its shard's task).
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -283,11 +323,16 @@ def pack_sharded(
     if shard_bytes is None and shard_images is None:
         raise AezipError("give a shard size (--shard-size) or a number of files per shard (--shard-images)")
 
-    found = collect(src) if files is None else files
-    if not store.url:
-        found.entries = _outside(found.entries, src, Path(dst))
+    from_store = is_url(src)
+    if files is not None:
+        found = files
+    else:
+        found = collect_store(str(src), storage_options) if from_store else collect(Path(src))
+    if not store.url and not from_store:
+        found.entries = _outside(found.entries, Path(src), Path(dst))
     summary = Summary(skipped=list(found.skipped))
-    failures = check_inputs(found)
+    # Files in a store are checked where each shard is packed (opening them here would download them all).
+    failures = [(name, why, False) for name, why in found.problems] if from_store else check_inputs(found)
     if failures and on_error == "fail":
         first, why, _ = failures[0]
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
@@ -413,6 +458,8 @@ def _outside(entries: list[Entry], src: Path, dst: Path) -> list[Entry]:
 def _size(entry: Entry) -> int:
     if entry.kind != MemberKind.RAW:
         return 0
+    if isinstance(entry, StoreEntry):
+        return entry.size
     try:
         return os.stat(entry.path).st_size
     except OSError:

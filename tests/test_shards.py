@@ -334,3 +334,42 @@ def test_batches_read_merged_ranges(dataset: Path, monkeypatch: pytest.MonkeyPat
 def archive_shard(dataset: Path, name: str) -> str:
     with aezip.open(str(dataset), device="cpu") as archive:
         return Path(archive._reader.shard_of(name)).name
+
+
+def _upload(root: Path, prefix: str) -> int:
+    """The regular files under ``root`` into the memory:// store under ``prefix``; returns how many."""
+    import fsspec
+
+    store = fsspec.filesystem("memory")
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()]
+    for path in files:
+        store.pipe(f"/{prefix}/{path.relative_to(root).as_posix()}", path.read_bytes())
+    return len(files)
+
+
+def test_pack_from_an_object_store(tree: Path, tmp_path: Path, runner: CliRunner) -> None:
+    pytest.importorskip("fsspec")
+    from aezip.remote import download_source, list_source
+
+    count = _upload(tree, "src-tree")
+    assert count == IMAGES + 1  # object stores hold no links or empty folders
+    one = tmp_path / "one.aez"
+    _pack("memory://src-tree/", one)
+    sharded = json.loads(_pack("memory://src-tree", tmp_path / "ds", "--shard-images", str(PER_SHARD), "--json"))
+    assert sharded["shards"] == 5 and sharded["files"] == count
+    with aezip.open(str(one), device="cpu") as a, aezip.open(str(tmp_path / "ds"), device="cpu") as b:
+        assert a.names == b.names and len(a) == count and "class3/0095.png" in a
+    # The same bytes as packing a local copy (the store's mtimes are kept, modes are 644).
+    copy = tmp_path / "copy"
+    download_source("memory://src-tree", list_source("memory://src-tree"), copy)
+    _pack(copy, tmp_path / "local", "--shard-images", str(PER_SHARD))
+    assert _shards(tmp_path / "local") == _shards(tmp_path / "ds")
+    again = json.loads(_pack("memory://src-tree", tmp_path / "ds", "--shard-images", str(PER_SHARD), "--json"))
+    assert again["written"] == [] and len(again["reused"]) == 5  # the listing's sizes and mtimes are stable
+    to_store = json.loads(_pack("memory://src-tree", "memory://ds-from-store", "--shard-images", "50", "--json"))
+    assert to_store["shards"] == 2
+    restored = runner.invoke(main, ["unpack", "memory://ds-from-store", str(tmp_path / "out"), "--device", "cpu"])
+    assert restored.exit_code == 0, restored.output
+    assert sorted(_files(tmp_path / "out")) == sorted(_files(copy))
+    missing = runner.invoke(main, ["pack", "memory://no-such-tree", str(tmp_path / "x"), "--shard-images", "5"])
+    assert missing.exit_code == 1 and "no such file or folder" in missing.output, missing.output
