@@ -325,13 +325,11 @@ def pack_cmd(
 
     target = QualityTarget(min_psnr, max_bpp, below_floor) if min_psnr or max_bpp or measure else None
     if shard_size or shard_images or append:
-        if target is not None:
-            raise click.UsageError("--min-psnr, --max-bpp and --measure are not available for sharded datasets yet")
         from aezip.cli_shards import pack_shards_cmd
 
         _set_threads(threads)
         options = {"quality": quality, "entropy": entropy, "on_error": on_error, "force": force}
-        options.update(model=models[0] if models else None, device=device, embed_model=embed_model)
+        options.update(model=models[0] if models else None, device=device, embed_model=embed_model, target=target)
         options.update(jobs=_jobs(jobs, threads, device), shard_size=shard_size, shard_images=shard_images)
         return pack_shards_cmd(src, out, engine=engine, append=append, as_json=as_json, **options)
     if engine != "local" or as_json:

@@ -6,10 +6,14 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from aezip.errors import AezipError
+
+if TYPE_CHECKING:
+    from aezip.quality import QualityTarget
 
 
 class ArchiveArgument(click.ParamType):
@@ -102,6 +106,7 @@ def pack_shards_cmd(
     engine: str,
     append: bool,
     as_json: bool,
+    target: QualityTarget | None = None,
 ) -> None:
     """Pack SRC into the dataset folder OUT (shards + manifest.json) and print the summary."""
     from aezip.executors import make_executor
@@ -140,6 +145,7 @@ def pack_shards_cmd(
             progress=bar.update,
             embed_model=embed_model,
             storage_options=storage_options(),
+            target=target,
         )
     seconds = time.perf_counter() - start
     s = result.summary
@@ -161,16 +167,20 @@ def pack_shards_cmd(
             "already_present": result.present,
             "skipped": [list(x) for x in s.skipped],
             "stored": [list(x) for x in s.stored],
+            "below_floor": [list(x) for x in s.below_floor],
         }
         click.echo(json.dumps(body, indent=1))
         return
-    from aezip.cli import _count, echo_pack_summary
+    from aezip.cli import _count, _report, echo_pack_summary
 
     how = f"{len(result.written)} written, {len(result.reused)} reused"
     how += f", {len(result.kept)} kept from before" if result.kept else ""
     after = [f"{result.present} already in the dataset"] if result.present else []
     where = f"{result.path} ({_count(totals['shards'], 'shard')}: {how})"
+    after += [f"{len(s.below_floor)} below the PSNR floor"] if s.below_floor else []
     echo_pack_summary(s, where, seconds, [], after)
+    floor = target.min_psnr if target is not None else None
+    _report(f"below the {floor:g} dB floor" if floor else "below the floor", s.below_floor)
 
 
 def check_manifest_checksums(path: Path | str) -> int:

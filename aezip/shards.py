@@ -26,7 +26,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from aezip import __version__
@@ -45,6 +45,7 @@ from aezip.manifest import (
 )
 from aezip.model.inference import one_thread
 from aezip.pack import ON_ERROR, Collected, Entry, Summary, check_inputs, collect, pack
+from aezip.quality import QualityTarget
 from aezip.remote import FolderStore, SourceFile, StorageOptions, download_source, is_url, list_source
 
 JOURNAL_NAME = ".aezip-pack.json"
@@ -120,15 +121,17 @@ class ShardTask:
     inputs: str
     embed_model: bool = True
     storage_options: dict | None = None
+    target: QualityTarget | None = None
 
 
 @dataclass
 class ShardResult:
-    """What a shard task reports: the manifest record and the inputs skipped or kept as is."""
+    """What a shard task reports: the manifest record, the inputs skipped or kept as is, those under a floor."""
 
     record: ShardRecord
     skipped: list[tuple[str, str]]
     stored: list[tuple[str, str]]
+    below_floor: list[tuple[str, str]] = field(default_factory=list)
 
 
 def pack_shard(task: ShardTask) -> ShardResult:
@@ -174,6 +177,7 @@ def _pack_shard_at(task: ShardTask, path: Path) -> ShardResult:
             overwrite=True,
             jobs=1,
             embed_model=task.embed_model,
+            target=task.target,
         )
     with ArchiveReader(path) as reader:
         names = [m.name for m in reader.members]
@@ -191,7 +195,7 @@ def _pack_shard_at(task: ShardTask, path: Path) -> ShardResult:
         first=names[0] if names else "",
         last=names[-1] if names else "",
     )
-    return ShardResult(record, summary.skipped, summary.stored)
+    return ShardResult(record, summary.skipped, summary.stored, summary.below_floor)
 
 
 def plan(entries: list[Entry], sizes: list[int], shard_bytes: int | None, shard_images: int | None) -> list[list[int]]:
@@ -263,12 +267,15 @@ def _still_good(store: FolderStore, record: ShardRecord | None, inputs: str) -> 
         return False
 
 
-def settings_of(codec: Codec, spec: CodecSpec, on_error: str) -> dict:
-    """The settings a manifest records (and every shard's inputs digest covers)."""
+def settings_of(codec: Codec, spec: CodecSpec, on_error: str, target: QualityTarget | None = None) -> dict:
+    """The settings a manifest records (and every shard's inputs digest covers); ``quality_target`` only
+    with a quality floor, cap or ``--measure``."""
     from aezip.model.registry import model_name
 
     model_id = codec.model.model_id
+    floors = {"quality_target": asdict(target)} if target is not None else {}
     return {
+        **floors,
         "quality": spec.quality,
         "entropy": spec.entropy,
         "model": model_id.hex(),
@@ -294,12 +301,14 @@ def pack_sharded(
     files: Collected | None = None,
     embed_model: bool = True,
     storage_options: dict | None = None,
+    target: QualityTarget | None = None,
 ) -> ShardedSummary:
     """Pack ``src`` into shards under ``dst`` and write ``dst/manifest.json`` last (see the module docstring).
 
     ``force`` redoes every shard and replaces a dataset packed from other inputs or settings;
     without it, such a dataset is refused. ``progress`` receives the number of files of each
-    finished shard. ``embed_model`` as for :func:`aezip.pack.pack` (each shard then carries the model).
+    finished shard. ``embed_model`` and ``target`` (quality floor, cap, ``measure``) as for
+    :func:`aezip.pack.pack` (each shard then carries the model; the manifest records the target).
     ``dst`` may be an fsspec URL (``s3://bucket/ds``, with ``storage_options``): each shard is written
     locally, then uploaded whole; the manifest is uploaded last. ``src`` may be a URL too: the driver
     lists it, each shard task copies its own files to a local temporary folder and packs them there
@@ -312,7 +321,7 @@ def pack_sharded(
         raise AezipError(f"{dst} exists and is not a folder")
     executor = executor or LocalExecutor(1)
     codec = _codec(spec)
-    settings = settings_of(codec, spec, on_error)
+    settings = settings_of(codec, spec, on_error, target)
     manifest_path = store.location(MANIFEST_NAME)
     old_manifest = _read_manifest(store, MANIFEST_NAME, allow_empty=False)
     committed = old_manifest.shards if old_manifest else []
@@ -380,6 +389,7 @@ def pack_sharded(
                 inputs_digest(settings, chosen),
                 embed_model,
                 storage_options,
+                target,
             )
         )
     settings = {**settings, "shard_size": shard_bytes, "shard_images": shard_images}
@@ -421,6 +431,7 @@ def pack_sharded(
         done[todo[i].name] = result.record
         written.append(todo[i].name)
         summary.skipped += result.skipped
+        summary.below_floor += result.below_floor
         summary.stored += [s for s in result.stored if s[0] not in {n for n, _ in summary.stored}]
         _write_journal(store, kept, done, settings)
         if progress:
@@ -467,7 +478,7 @@ def _size(entry: Entry) -> int:
 
 
 def _check_same_settings(old: dict, new: dict) -> None:
-    for key in ("quality", "entropy", "model", "on_error"):
+    for key in ("quality", "entropy", "model", "on_error", "quality_target"):
         if old.get(key) != new.get(key):
             raise AezipError(f"cannot append with {key} {new.get(key)!r}: the dataset was packed with {old.get(key)!r}")
 

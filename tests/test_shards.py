@@ -373,3 +373,20 @@ def test_pack_from_an_object_store(tree: Path, tmp_path: Path, runner: CliRunner
     assert sorted(_files(tmp_path / "out")) == sorted(_files(copy))
     missing = runner.invoke(main, ["pack", "memory://no-such-tree", str(tmp_path / "x"), "--shard-images", "5"])
     assert missing.exit_code == 1 and "no such file or folder" in missing.output, missing.output
+
+
+def test_quality_floor_with_shards(tree: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for path in sorted((tree / "class1").iterdir())[:6]:
+        (src / "class1").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, src / "class1" / path.name)
+    out = tmp_path / "floor"
+    result = json.loads(_pack(src, out, "--shard-images", "3", "--min-psnr", "30", "--json"))
+    assert result["shards"] == 2 and isinstance(result["below_floor"], list)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["quality_target"]["min_psnr"] == 30
+    with aezip.open(str(out), device="cpu") as archive:
+        stats = [archive.stats(name) for name in archive.names]
+    assert all(s is not None and (s.psnr >= 30 or s.below_floor) for s in stats)
+    changed = json.loads(_pack(src, out, "--shard-images", "3", "--min-psnr", "20", "--json", "--force"))
+    assert len(changed["written"]) == 2  # a different floor is a different dataset
