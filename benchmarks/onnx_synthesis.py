@@ -121,7 +121,11 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    import onnxruntime
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+        import onnxruntime
+    except ImportError as e:
+        raise SystemExit(f"{e.name} is missing: pip install onnxruntime onnx") from None
 
     rows = measure(args.image, args.quality, args.rounds)
     cpu0, wall0 = rows[0][1], rows[0][2]
