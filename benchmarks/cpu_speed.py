@@ -10,7 +10,7 @@ End to end (process start included): ``aezip pack`` and ``aezip unpack`` of IMAG
 reference code (``PYTHONPATH=REF``, its default threads) and with this code (default ``--jobs``,
 and ``--jobs 1``), alternating round by round so a load spike on a shared machine hits both.
 In process, one thread, per image: the analysis and synthesis in the training form (the old
-path) and in the inference form (channels_last; sub-pixel), beside Pillow's JPEG and WebP decode
+path) and in the inference form (channels_last; and with sub-pixel convolutions), beside Pillow's JPEG and WebP decode
 of the same image. Speeds are reported as ratios to the reference measured in the same run.
 """
 
