@@ -55,7 +55,8 @@ _INT32_MAX = (1 << 31) - 1
 
 
 def checked_latents(latents: np.ndarray, channels: int, what: str) -> np.ndarray:
-    """Latents (C, H, W) as int64 after checking what every coder needs: C = ``channels``, integers in int32."""
+    """Latents (C, H, W) as they are (no copy) after checking what every coder needs: C = ``channels``,
+    integers in int32. Coders widen them to int64 one channel at a time, so memory stays near the input's."""
     latents = np.asarray(latents)
     if latents.ndim != 3 or latents.shape[0] != channels:
         raise ValueError(f"latents of shape {latents.shape} do not match {channels} {what} channels")
@@ -63,23 +64,29 @@ def checked_latents(latents: np.ndarray, channels: int, what: str) -> np.ndarray
         raise ValueError(f"latents must be integers, not {latents.dtype}")
     if latents.size and (int(latents.min()) < _INT32_MIN or int(latents.max()) > _INT32_MAX):
         raise ValueError("latents must fit in int32")
-    return latents.astype(np.int64)
+    return latents
 
 
 def encode_ans(latents: np.ndarray, tables: CdfTables) -> bytes:
-    """Compress integer latents (C, H, W) into the stream described in the module docstring."""
-    latents = checked_latents(latents, tables.channels, "table")
-    symbols, escaped = tables.symbolize(latents)
-    channel = np.nonzero(symbols == tables.escape)[0]
-    codes = _escape_codes(escaped, channel, tables)
+    """Compress integer latents (C, H, W) into the stream described in the module docstring.
 
+    Channel by channel (last first, as the coder needs them), so the working memory is one channel's.
+    """
+    latents = checked_latents(latents, tables.channels, "table")
+    low = tables.low.astype(np.int64)
     coder = constriction.stream.stack.AnsCoder()
-    flat = symbols.reshape(tables.channels, -1)
-    if flat.shape[1]:
-        for c, model in reversed(list(enumerate(_channel_models(tables)))):
-            coder.encode_reverse(flat[c], model)
+    models = _channel_models(tables) if latents[0].size else []
+    codes: list[np.ndarray] = []
+    for c in reversed(range(tables.channels)):
+        values = latents[c].ravel().astype(np.int64)
+        rel = values - low[c]
+        out = (rel < 0) | (rel >= tables.escape)
+        codes.append(_escape_codes(values[out], np.full(int(out.sum()), c), tables))
+        if models:
+            coder.encode_reverse(np.where(out, tables.escape, rel).astype(np.int32), models[c])
     words = coder.get_compressed().astype("<u4")
-    return np.uint32(codes.size).astype("<u4").tobytes() + _write_varints(codes) + words.tobytes()
+    escape_codes = np.concatenate(codes[::-1])
+    return np.uint32(escape_codes.size).astype("<u4").tobytes() + _write_varints(escape_codes) + words.tobytes()
 
 
 def decode_ans(data: bytes, shape: tuple[int, int, int], tables: CdfTables) -> np.ndarray:
@@ -112,12 +119,20 @@ def decode_ans(data: bytes, shape: tuple[int, int, int], tables: CdfTables) -> n
     if not empty:
         raise CorruptArchiveError("ANS stream: data left over after the last symbol")
 
-    symbols = symbols.reshape(channels, height, width)
-    channel = np.nonzero(symbols == tables.escape)[0]
-    if channel.size != count:
+    escapes = np.array([np.count_nonzero(row == tables.escape) for row in symbols], dtype=np.int64)
+    if int(escapes.sum()) != count:
         raise CorruptArchiveError("ANS stream: escape count differs from the escape symbols decoded")
-    escaped = _escape_values(codes, channel, tables)
-    return tables.desymbolize(symbols, escaped)
+    escaped = _escape_values(codes, np.repeat(np.arange(channels), escapes), tables)
+    # Symbols become values in place, one channel at a time (as CdfTables.desymbolize, without its int64 copy).
+    low, first = tables.low.astype(np.int64), 0
+    for c in range(channels):
+        row = symbols[c]
+        mask = row == tables.escape
+        values = row.astype(np.int64) + low[c]
+        values[mask] = escaped[first : first + escapes[c]]
+        first += int(escapes[c])
+        row[:] = values.astype(np.int32)
+    return symbols.reshape(channels, height, width)
 
 
 def _channel_models(tables: CdfTables) -> list[constriction.stream.model.Categorical]:

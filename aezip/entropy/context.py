@@ -125,31 +125,41 @@ def _symbolize(values: np.ndarray, rows: np.ndarray, tables: CdfTables) -> tuple
 
 
 def encode_ctx(latents: np.ndarray, ctx: ContextTables) -> bytes:
-    """Compress integer latents (C, H, W) into the stream described in the module docstring."""
-    values = checked_latents(latents, ctx.channels, "context")
-    rows = ctx.rows_of(values)
-    channels = ctx.channels
-    per_channel = values.shape[1] * values.shape[2]
-    # Symbol order: channels in ``order``, then by context (stable: row-major inside a context).
-    flat_rows = rows.reshape(channels, -1)[ctx.order]
-    sort = np.argsort(flat_rows, axis=1, kind="stable")
-    seq_rows = np.take_along_axis(flat_rows, sort, axis=1).ravel()
-    seq_values = np.take_along_axis(values.reshape(channels, -1)[ctx.order], sort, axis=1).ravel()
-    symbols, escaped = _symbolize(seq_values, seq_rows, ctx.tables)
-    codes = _escape_codes(escaped, seq_rows[symbols == ctx.tables.escape], ctx.tables)
+    """Compress integer latents (C, H, W) into the stream described in the module docstring.
 
+    The coder takes symbols last first, so channels are visited in reverse ``order``; the activity
+    before each one is the total activity minus that of the channels from it on (exact integers),
+    which keeps the working memory to one channel's.
+    """
+    values = checked_latents(latents, ctx.channels, "context")
+    n, tables = ctx.contexts, ctx.tables
+    per_channel = values.shape[1] * values.shape[2]
+    activity = np.zeros(per_channel, dtype=np.int64)
+    for c in ctx.order.tolist():
+        activity += np.minimum(np.abs(values[c].ravel().astype(np.int64)), ctx.cap)
     coder = constriction.stream.stack.AnsCoder()
-    if per_channel:
-        symbols = symbols.astype(np.int32)
-        bounds = np.flatnonzero(np.diff(seq_rows)) + 1
-        starts = np.concatenate(([0], bounds))
-        ends = np.concatenate((bounds, [seq_rows.size]))
-        models = ctx.models
-        for s, e in zip(starts[::-1], ends[::-1], strict=False):
-            coder.encode_reverse(symbols[s:e], models[int(seq_rows[s])])
+    models = ctx.models if per_channel else []
+    codes: list[np.ndarray] = []
+    for c in reversed(ctx.order.tolist()):
+        v = values[c].ravel().astype(np.int64)
+        activity -= np.minimum(np.abs(v), ctx.cap)  # now the activity of the channels coded before c
+        context = np.searchsorted(ctx.thresholds[c], activity, side="right")
+        # Symbol order inside a channel: by context (stable: row-major inside a context).
+        sort = np.argsort(context, kind="stable")
+        rows = c * n + context[sort]
+        symbols, escaped = _symbolize(v[sort], rows, tables)
+        codes.append(_escape_codes(escaped, rows[symbols == tables.escape], tables))
+        if per_channel:
+            symbols = symbols.astype(np.int32)
+            bounds = np.flatnonzero(np.diff(rows)) + 1
+            starts = np.concatenate(([0], bounds))
+            ends = np.concatenate((bounds, [rows.size]))
+            for s, e in zip(starts[::-1], ends[::-1], strict=True):
+                coder.encode_reverse(symbols[s:e], models[int(rows[s])])
     words = coder.get_compressed().astype("<u4")
-    header = ctx.ident + np.uint32(codes.size).astype("<u4").tobytes()
-    return header + _write_varints(codes) + words.tobytes()
+    escape_codes = np.concatenate(codes[::-1])
+    header = ctx.ident + np.uint32(escape_codes.size).astype("<u4").tobytes()
+    return header + _write_varints(escape_codes) + words.tobytes()
 
 
 def decode_ctx(data: bytes, shape: tuple[int, int, int], ctx: ContextTables) -> np.ndarray:
@@ -177,7 +187,7 @@ def decode_ctx(data: bytes, shape: tuple[int, int, int], ctx: ContextTables) -> 
 
     tables, n = ctx.tables, ctx.contexts
     low = tables.low.astype(np.int64)
-    out = np.empty((channels, per_channel), dtype=np.int64)
+    out = np.empty((channels, per_channel), dtype=np.int32)
     activity = np.zeros(per_channel, dtype=np.int64)
     next_code = 0
     try:
@@ -197,8 +207,8 @@ def decode_ctx(data: bytes, shape: tuple[int, int, int], ctx: ContextTables) -> 
                     raise CorruptArchiveError("ans-ctx stream: more escape symbols than escape values")
                 values[esc] = _escape_values(codes[next_code : next_code + esc.size], rows[esc], tables, "ans-ctx")
                 next_code += esc.size
-            out[c, sort] = values
-            activity += np.minimum(np.abs(out[c]), ctx.cap)
+            out[c, sort] = values  # values outside int32 wrap, as a cast of the int64 values would
+            activity[sort] += np.minimum(np.abs(values), ctx.cap)
         empty = coder.is_empty()
     except CorruptArchiveError:
         raise
@@ -208,7 +218,7 @@ def decode_ctx(data: bytes, shape: tuple[int, int, int], ctx: ContextTables) -> 
         raise CorruptArchiveError("ans-ctx stream: data left over after the last symbol")
     if next_code != count:
         raise CorruptArchiveError("ans-ctx stream: escape count differs from the escape symbols decoded")
-    return out.reshape(channels, height, width).astype(np.int32)
+    return out.reshape(channels, height, width)
 
 
 @dataclass(frozen=True)

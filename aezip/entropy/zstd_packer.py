@@ -20,18 +20,37 @@ from aezip.errors import CorruptArchiveError
 ESCAPE = -128
 LEVEL = 19
 
+#: Latents converted to int64 at a time while packing (8 MiB of int64).
+CHUNK = 1 << 20
+
 _compressor = zstandard.ZstdCompressor(level=LEVEL)
 _decompressor = zstandard.ZstdDecompressor()
 
 
 def encode_zstd(latents: np.ndarray) -> bytes:
-    """Pack integer latents (C, H, W) into bytes."""
-    values = np.ascontiguousarray(latents, dtype=np.int64)
-    out_of_range = (values < -127) | (values > 127)
-    plane = np.where(out_of_range, ESCAPE, values).astype(np.int8)
-    escaped = values[out_of_range].astype("<i4")
-    body = plane.tobytes() + escaped.tobytes()
-    return struct.pack("<I", escaped.size) + _compressor.compress(body)
+    """Pack integer latents (C, H, W) into bytes.
+
+    The body is built in one buffer, :data:`CHUNK` values at a time, and compressed in one call:
+    no whole-tensor int64 copy is made (the bytes are those of compressing the body in one piece).
+    """
+    flat = np.asarray(latents).reshape(-1)
+    spans = range(0, flat.size, CHUNK)
+
+    def values(start: int) -> np.ndarray:
+        return np.ascontiguousarray(flat[start : start + CHUNK], dtype=np.int64)
+
+    count = sum(int(np.count_nonzero((v < -127) | (v > 127))) for v in map(values, spans))
+    body = np.empty(flat.size + 4 * count, dtype=np.uint8)
+    plane, escaped = body[: flat.size].view(np.int8), body[flat.size :]
+    done = 0
+    for start in spans:
+        v = values(start)
+        out_of_range = (v < -127) | (v > 127)
+        plane[start : start + v.size] = np.where(out_of_range, ESCAPE, v)
+        wide = v[out_of_range].astype("<i4").view(np.uint8)
+        escaped[done : done + wide.size] = wide
+        done += wide.size
+    return struct.pack("<I", count) + _compressor.compress(body)
 
 
 def decode_zstd(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
@@ -52,25 +71,24 @@ def decode_zstd(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     return plane
 
 
-def decompress_exact(data: bytes, size: int, what: str) -> bytes:
-    """Decompress a zstd frame that must expand to exactly ``size`` bytes.
+def decompress_exact(data: bytes, size: int, what: str) -> np.ndarray:
+    """Decompress a zstd frame that must expand to exactly ``size`` bytes (returned as uint8).
 
-    Reads at most ``size + 1`` bytes, so a frame that declares (or expands to) more cannot
-    exhaust memory: ``ZstdDecompressor.decompress`` trusts the frame's own content size.
+    Reads at most ``size + 1`` bytes, into one buffer whose pages are only touched as they are
+    filled, so a frame that declares (or expands to) more cannot exhaust memory:
+    ``ZstdDecompressor.decompress`` trusts the frame's own content size.
     """
+    out = np.empty(size + 1, dtype=np.uint8)
+    got = 0
     try:
-        chunks: list[bytes] = []
-        got = 0
         with _decompressor.stream_reader(io.BytesIO(data)) as reader:
             while got <= size:
-                chunk = reader.read(min(size + 1 - got, 1 << 20))
-                if not chunk:
+                n = reader.readinto(memoryview(out[got : got + min(size + 1 - got, 1 << 20)]))
+                if not n:
                     break
-                chunks.append(chunk)
-                got += len(chunk)
-        out = b"".join(chunks)
+                got += n
     except zstandard.ZstdError as exc:
         raise CorruptArchiveError(f"{what} does not decompress ({exc})") from None
-    if len(out) != size:
+    if got != size:
         raise CorruptArchiveError(f"{what} has the wrong length")
-    return out
+    return out[:size]
