@@ -413,12 +413,17 @@ _WRITE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, SyntaxErr
 
 
 def render(info: MemberInfo, decoded: Decoded, fmt: str, jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
-    """Write decoded pixels as a file: the original format (from metadata, validated) or PNG."""
+    """Write decoded pixels as a file: the original format (from metadata, validated) or PNG.
+
+    ``decoded`` is let go once its pixels are in a PIL image, so when the caller holds no other
+    reference the decoded array is freed before the file is encoded.
+    """
     original, mode, exif = check_file_meta(member_meta(info), info.name)
-    im = decoded.to_image()
+    im, icc = decoded.to_image(), decoded.icc
+    del decoded
     if mode and im.mode != mode:
         raise CorruptArchiveError(f"{info.name}: metadata says mode {mode} but the image stream holds {im.mode}")
-    if decoded.icc is not None and len(decoded.icc) > MAX_ICC_BYTES:
+    if icc is not None and len(icc) > MAX_ICC_BYTES:
         raise CorruptArchiveError(f"{info.name}: ICC profile is larger than {MAX_ICC_BYTES} bytes")
     target = "PNG" if fmt == "png" else original
     try:

@@ -8,16 +8,20 @@ Encode::
 Decode runs the same steps backwards; the integer latents it recovers are bit-exact on every
 machine, only the synthesis transform's float rounding can differ between machines.
 
-Both transforms run tile by tile (:data:`TILE_LATENTS` latents square, with a halo of
-:data:`HALO_LATENTS` latents on each side that is computed and thrown away), so memory is bounded
-by the tile, not the image. The transforms are local: a latent depends on the input pixels within
-``2·(2**levels − 1)`` px of its ``2**levels`` px cell, an output pixel on the latents within two
-cells, so a halo of two latents covers the receptive field and a tile computes exactly the same
-sums as the whole image. The analysis runs the same operations in the same memory layout on every
-tile, with one intra-op thread (:func:`aezip.model.inference.one_thread`): its floats, hence the
-rounded latents, do not depend on tiling, batching or the machine's core count (tests check
-tiled against untiled latents bit for bit). The synthesis differs from an untiled pass at most by
-float rounding.
+Both transforms run tile by tile (an image of up to :data:`TILE_LATENTS` latents a side in one
+pass, a larger one in tiles of at most :data:`SPLIT_LATENTS`, each with a halo of
+:data:`HALO_LATENTS` latents on each side that is computed and thrown away), so the transforms'
+memory is bounded by the tile, not the image. What grows with the image is held compactly: the
+uint8 pixels, the latents in the narrowest integer type that holds them (int8 in practice), and
+the decoded pixels in one uint8 buffer; the entropy coders work a channel at a time.
+
+The transforms are local: a latent depends on the input pixels within ``2·(2**levels − 1)`` px
+of its ``2**levels`` px cell, an output pixel on the latents within two cells, so a halo of two
+latents covers the receptive field and a tile computes exactly the same sums as the whole image.
+The analysis runs the same operations in the same memory layout on every tile, with one intra-op
+thread (:func:`aezip.model.inference.one_thread`): its floats, hence the rounded latents, do not
+depend on tiling, batching or the machine's core count (tests check tiled against untiled
+latents bit for bit). The synthesis differs from an untiled pass at most by float rounding.
 """
 
 from __future__ import annotations
@@ -73,22 +77,48 @@ def _zstd() -> zstandard.ZstdCompressor:
     return _local.zstd
 
 
-#: Side of a tile's core, in latents (1024 px with the 4-level models): Kodak-sized images and
-#: anything up to 1024 × 1024 px is one tile. Peak activation memory of a tile is about 0.5 GB.
+#: Side, in latents, of the largest latent grid coded in one pass (1024 px with the 4-level models):
+#: Kodak-sized images and anything up to 1024 × 1024 px is one tile (about 0.45 GB of activations).
 TILE_LATENTS = 64
+#: Larger grids are cut into tiles of at most this side (768 px; about 0.25 GB of activations per
+#: tile), so that with the image's own arrays a 64 MP image stays under 1.5 GB (see README).
+SPLIT_LATENTS = 48
 #: Latents of context computed around each tile core and discarded (covers the receptive field).
 HALO_LATENTS = 2
+#: Integer types latents are held in between the transforms and the entropy coders, narrowest first.
+LATENT_DTYPES = (np.int8, np.int16, np.int32)
 
 
-def tiles(height: int, width: int, tile: int = TILE_LATENTS) -> list[tuple[int, int, int, int]]:
+def latent_dtype(low: int, high: int) -> np.dtype:
+    """The narrowest of :data:`LATENT_DTYPES` that holds every integer in ``low .. high``."""
+    for dtype in LATENT_DTYPES:
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int32)
+
+
+def compact_latents(latents: np.ndarray) -> np.ndarray:
+    """Integer latents in the narrowest type that holds them (int8 for nearly every image: a quarter
+    of int32's memory); the values, hence the bytes and pixels they give, do not change."""
+    low, high = (int(latents.min()), int(latents.max())) if latents.size else (0, 0)
+    return latents.astype(latent_dtype(low, high), copy=False)
+
+
+def tiles(
+    height: int, width: int, tile: int = TILE_LATENTS, split: int = SPLIT_LATENTS
+) -> list[tuple[int, int, int, int]]:
     """Core tiles ``(top, bottom, left, right)`` covering a ``height`` × ``width`` latent grid.
 
-    Each side is cut into the fewest near-equal parts of at most ``tile`` latents, so an image
-    that fits is one tile and no tile is a thin sliver.
+    A grid that fits in ``tile`` × ``tile`` is one tile. A larger one is cut, each side into the
+    fewest near-equal parts of at most ``min(tile, split)`` latents, so no tile is a thin sliver.
     """
+    if height <= tile and width <= tile:
+        return [(0, height, 0, width)]
+    side = min(tile, split)
 
     def cuts(n: int) -> list[int]:
-        parts = max(1, -(-n // tile))
+        parts = max(1, -(-n // side))
         return [n * k // parts for k in range(parts + 1)]
 
     rows, cols = cuts(height), cuts(width)
@@ -261,6 +291,8 @@ class Codec:
     def _analyze(self, image: np.ndarray) -> np.ndarray:
         """uint8 (H, W, 3) image → integer latents (C, h, w), tile by tile, with one intra-op thread.
 
+        The latents are held in the narrowest integer type that fits them (see :func:`compact_latents`).
+
         Each tile is the edge-replicated image region of its core plus halo (cut at the padded
         image's border, where the convolutions' own zero padding takes over, as for the whole image),
         in the layout the untiled path uses (float32, channels_last), so its sums are the same.
@@ -270,7 +302,7 @@ class Codec:
         stride = model.config.stride
         h, w = image.shape[:2]
         lh, lw = -(-h // stride), -(-w // stride)
-        latents = np.empty((model.config.bottleneck, lh, lw), dtype=np.int32)
+        latents = np.empty((model.config.bottleneck, lh, lw), dtype=LATENT_DTYPES[0])  # widened if a tile needs it
         with one_thread(), torch.inference_mode(), self._autocast():
             for top, bottom, left, right in tiles(lh, lw, self.tile):
                 t0, t1 = max(top - HALO_LATENTS, 0), min(bottom + HALO_LATENTS, lh)
@@ -284,7 +316,11 @@ class Codec:
                 x = torch.from_numpy(np.stack([crop])).to(self.device)  # exactly the untiled layout and strides
                 x = x.permute(0, 3, 1, 2).float().div_(255.0)
                 y = transforms.analyze(x, q)[0, :, top - t0 : bottom - t0, left - l0 : right - l0]
-                latents[:, top:bottom, left:right] = torch.round(y.float()).to(torch.int32).cpu().numpy()
+                part = torch.round(y.float()).to(torch.int32).cpu().numpy()
+                wide = latent_dtype(int(part.min()), int(part.max())) if part.size else latents.dtype
+                if wide.itemsize > latents.dtype.itemsize:
+                    latents = latents.astype(wide)
+                latents[:, top:bottom, left:right] = part
         return latents
 
     def _stream(self, prep: Prepared, latents: np.ndarray) -> bytes:
@@ -344,7 +380,7 @@ class Codec:
         parsed = [self._parse(s) for s in streams]
         out: list[Decoded | None] = [None] * len(streams)
         for chunk, pixels in self._synthesize(parsed, max_batch_pixels):
-            pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+            pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()  # a tiled image: its own buffer, no copy
             for k, i in enumerate(chunk):
                 header, _, _, extras = parsed[i]
                 rgb = np.ascontiguousarray(pixels[k, : header.height, : header.width])
@@ -371,7 +407,8 @@ class Codec:
         Yields the stream indices of each batch and its padded uint8 pixels (B, 3, H, W) on the
         device. Images that fit in one tile are batched (``max_batch_pixels`` output pixels per
         pass; on a CUDA device only: a CPU decodes one image per pass); larger ones go one at a
-        time, a tile per pass, into one uint8 buffer.
+        time, a tile per pass, into one uint8 buffer of exactly the image's size, laid out
+        channels last (a view of it is yielded: ``permute(0, 2, 3, 1)`` gives it back without a copy).
         """
         groups: dict[tuple, list[int]] = {}
         for i, (header, model, _, _) in enumerate(parsed):
@@ -385,36 +422,55 @@ class Codec:
             step = max(1, max_batch_pixels // (lh * lw * model.config.stride**2)) if one_tile else 1
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
-                lat = np.stack([parsed[i][2] for i in chunk])
-                yield chunk, self._synthesize_tiled(transforms, lat, q, model.config.stride)
+                if len(chunk) == 1:  # no copy of a large image's latents
+                    header = parsed[chunk[0]][0]
+                    lat, size = parsed[chunk[0]][2][None], (header.height, header.width)
+                else:
+                    lat, size = np.stack([parsed[i][2] for i in chunk]), None
+                yield chunk, self._synthesize_tiled(transforms, lat, q, model.config.stride, size)
 
     def _cpu_one_thread(self) -> contextlib.AbstractContextManager:
         """On the CPU, one intra-op thread: decoded pixels then depend neither on the thread count nor
         on batching (CPU images are decoded one per pass; two threads on one image measured no faster)."""
         return one_thread() if self.device.type == "cpu" else contextlib.nullcontext()
 
-    def _synthesize_tiled(self, transforms: Any, latents: np.ndarray, q: int, stride: int) -> torch.Tensor:
-        """Integer latents (B, C, h, w) → uint8 pixels (B, 3, h·stride, w·stride) on the device."""
+    def _synthesize_tiled(
+        self, transforms: Any, latents: np.ndarray, q: int, stride: int, size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Integer latents (B, C, h, w) → uint8 pixels (B, 3, H, W) on the device.
+
+        (H, W) is ``size`` (the image's own, for a multi-tile pass) or the padded (h·stride, w·stride).
+        Several tiles are written into one uint8 buffer laid out channels last, cropped to ``size``:
+        the only full-size allocation; each tile's activations are freed before the next tile runs.
+        """
         b, _, lh, lw = latents.shape
         parts = tiles(lh, lw, self.tile)
+        height, width = size or (lh * stride, lw * stride)
         out = None
         with torch.inference_mode(), self._cpu_one_thread():
             if len(parts) > 1:
-                out = torch.empty((b, 3, lh * stride, lw * stride), dtype=torch.uint8, device=self.device)
+                out = torch.empty((b, height, width, 3), dtype=torch.uint8, device=self.device)
             for top, bottom, left, right in parts:
                 t0, t1 = max(top - HALO_LATENTS, 0), min(bottom + HALO_LATENTS, lh)
                 l0, l1 = max(left - HALO_LATENTS, 0), min(right + HALO_LATENTS, lw)
                 lat = torch.from_numpy(np.ascontiguousarray(latents[:, :, t0:t1, l0:l1])).to(self.device)
                 with self._autocast():
                     x_hat = transforms.synthesize(lat.float(), q)
+                del lat
                 y0, x0 = (top - t0) * stride, (left - l0) * stride
-                x_hat = x_hat[:, :, y0 : y0 + (bottom - top) * stride, x0 : x0 + (right - left) * stride]
-                pixels = x_hat.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
                 if out is None:
-                    return pixels.contiguous()
-                out[:, :, top * stride : bottom * stride, left * stride : right * stride] = pixels
+                    x_hat = x_hat[:, :, y0 : y0 + (bottom - top) * stride, x0 : x0 + (right - left) * stride]
+                    return x_hat.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).contiguous()
+                rows = min(bottom * stride, height) - top * stride
+                cols = min(right * stride, width) - left * stride
+                x_hat = x_hat[:, :, y0 : y0 + rows, x0 : x0 + cols]
+                pixels = x_hat.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+                del x_hat
+                target = out[:, top * stride : top * stride + rows, left * stride : left * stride + cols]
+                target.copy_(pixels.permute(0, 2, 3, 1))
+                del pixels
         assert out is not None
-        return out
+        return out.permute(0, 3, 1, 2)
 
     def _parse(self, data: bytes) -> tuple[StreamHeader, LoadedModel, np.ndarray, tuple]:
         """Header, model and entropy-decoded latents of one stream (everything before synthesis)."""
@@ -428,13 +484,14 @@ class Codec:
         context = functools.partial(context_tables, model, header.quality)  # read only for ans-ctx streams
         with _entropy_lock:
             latents = decode_latents(header.entropy, data[pos:end], expected, model.tables[header.quality - 1], context)
+        latents = compact_latents(latents)  # held until the synthesis: int8 where int32 was
         pos = end
         alpha = icc = None
         if header.flags & FLAG_ALPHA:
             raw, pos = _section(data, pos)
             with _entropy_lock:
-                alpha = np.frombuffer(decompress_exact(raw, header.width * header.height, "alpha plane"), np.uint8)
-            alpha = alpha.reshape(header.height, header.width).copy()
+                alpha = decompress_exact(raw, header.width * header.height, "alpha plane")
+            alpha = alpha.reshape(header.height, header.width)
         if header.flags & FLAG_ICC:
             icc, pos = _section(data, pos)
         if pos != len(data):

@@ -112,15 +112,20 @@ def lossless_reason(im: Image.Image) -> str | None:
 
 
 def prepare(im: Image.Image) -> Prepared:
-    """Orient and convert a codable image (see :func:`lossless_reason`) for the model."""
+    """Orient and convert a codable image (see :func:`lossless_reason`) for the model.
+
+    No full-size copy is made that is not needed: an image already upright and in its coded mode
+    is read as it is, and pixels are copied out a strip of rows at a time.
+    """
     fmt, mode = im.format, im.mode
     exif = im.getexif()
-    oriented = ImageOps.exif_transpose(im) or im
+    upright = exif.get(_ORIENTATION, 1) not in range(2, 9)  # what exif_transpose leaves as it is
+    oriented = im if upright else ImageOps.exif_transpose(im)
     mode = {"RGBa": "RGBA", "La": "LA"}.get(mode, mode)
     color, has_alpha = CODED_MODES[mode]
-    work = oriented.convert(mode)
-    alpha = np.asarray(work.getchannel("A")).copy() if has_alpha else None
-    rgb = np.asarray(work.convert("RGB")).copy()
+    work = oriented if oriented.mode == mode else oriented.convert(mode)
+    alpha = pixel_array(work.getchannel("A")) if has_alpha else None
+    rgb = pixel_array(work if work.mode == "RGB" else work.convert("RGB"))
     meta: dict = {"format": fmt, "mode": mode}
     if len(exif):
         if _ORIENTATION in exif:
@@ -129,10 +134,30 @@ def prepare(im: Image.Image) -> Prepared:
     return Prepared(rgb=rgb, gray=color == "L", alpha=alpha, icc=im.info.get("icc_profile"), file_meta=meta)
 
 
+def pixel_array(im: Image.Image) -> np.ndarray:
+    """A writable uint8 array of an ``L`` or ``RGB`` image, copied a strip of rows at a time.
+
+    ``np.asarray(im)`` goes through a full-size ``tobytes`` (and ``.copy()`` another, to be
+    writable); this holds only the array and one strip of about 16 MB besides the image.
+    """
+    shape = (im.height, im.width, 3) if im.mode == "RGB" else (im.height, im.width)
+    out = np.empty(shape, dtype=np.uint8)
+    rows = max(1, (16 << 20) // (4 * max(im.width, 1)))
+    for top in range(0, im.height, rows):
+        bottom = min(top + rows, im.height)
+        out[top:bottom] = np.asarray(im.crop((0, top, im.width, bottom)))
+    return out
+
+
 def to_pil(rgb: np.ndarray, gray: bool, alpha: np.ndarray | None, icc: bytes | None) -> Image.Image:
     """Decoded pixels → a PIL image in the coded mode (L, LA, RGB or RGBA)."""
     if gray:
-        base = Image.fromarray(np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8), "L")
+        # The rounded mean of the three channels, in integers: (s + 1) // 3 is round(s / 3) for every
+        # sum s (s / 3 is never halfway), without the float copies of the image a mean would make.
+        total = rgb.sum(axis=2, dtype=np.uint16)
+        total += 1
+        total //= 3
+        base = Image.fromarray(total.astype(np.uint8), "L")
     else:
         base = Image.fromarray(rgb, "RGB")
     if alpha is not None:

@@ -12,7 +12,7 @@ from torch import nn
 
 import aezip
 from aezip.cli import main
-from aezip.codec import HALO_LATENTS, Codec, tiles
+from aezip.codec import HALO_LATENTS, TILE_LATENTS, Codec, tiles
 from aezip.model.inference import InferenceModel, one_thread, subpixel_conv
 from aezip.model.registry import load_shipped, shipped_models
 from tests.conftest import photo_like, psnr
@@ -51,6 +51,8 @@ def test_tiles_cover_the_grid_once() -> None:
             grid[top:bottom, left:right] += 1
         assert (grid == 1).all()
     assert tiles(32, 48) == [(0, 32, 0, 48)]  # a Kodak image is one tile
+    assert tiles(64, 64) == [(0, 64, 0, 64)]  # so is 1024 × 1024 px
+    assert len(tiles(65, 64)) == 4 and len(tiles(433, 578)) == 10 * 13  # larger: at most 48 a side
 
 
 def test_tiled_latents_are_bit_identical_and_pixels_seam_free(small_model: Codec) -> None:
@@ -70,6 +72,29 @@ def test_tiled_latents_are_bit_identical_and_pixels_seam_free(small_model: Codec
     full = np.asarray(codec.decode(whole))
     assert np.abs(pieces.astype(int) - full.astype(int)).max() <= 1  # float rounding only, no seams
     assert psnr(pieces, full) > 60
+
+
+def test_default_tiles_are_seam_free(small_model: Codec) -> None:
+    """An image larger than one tile, cut by the default rule: the latents of the untiled pass, and
+    pixels that differ from it by float rounding only, at the tile borders as anywhere else."""
+    image = photo_like(1100, 1300, 7)  # 69 × 82 latents: more than TILE_LATENTS, so four tiles
+    codec = small_model
+    lh, lw = -(-1100 // 16), -(-1300 // 16)
+    assert len(tiles(lh, lw)) == 4
+    codec.tile = 10**6
+    whole = codec.encode(image)
+    untiled = np.asarray(codec.decode(whole)).astype(int)
+    codec.tile = TILE_LATENTS
+    try:
+        assert codec.encode(image) == whole
+        tiled = np.asarray(codec.decode(whole)).astype(int)
+    finally:
+        codec.tile = 10**6
+    assert np.abs(tiled - untiled).max() <= 1
+    borders = sorted({16 * c for part in tiles(lh, lw) for c in part[:2]} - {0, 16 * lh})
+    band = np.concatenate([np.arange(b - 8, b + 8) for b in borders])
+    assert np.abs(tiled[band] - untiled[band]).max() <= 1
+    assert psnr(tiled, untiled) > 60
 
 
 def test_tile_passes_are_bounded(small_model: Codec, monkeypatch: pytest.MonkeyPatch) -> None:
