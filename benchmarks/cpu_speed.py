@@ -4,7 +4,7 @@ Usage::
 
     git worktree add /tmp/aezip-ref e9d10b3
     python -m benchmarks.cpu_speed ../shared/data/kodak --reference /tmp/aezip-ref [--rounds 2]
-    python -m benchmarks.cpu_speed --memory 64   # peak RSS of pack + unpack of a 64 MP image
+    python -m benchmarks.cpu_speed --memory 64   # peak RSS of pack and of unpack of a 64 MP image
 
 End to end (process start included): ``aezip pack`` and ``aezip unpack`` of IMAGE_DIR with the
 reference code (``PYTHONPATH=REF``, its default threads) and with this code (default ``--jobs``,
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -114,26 +113,58 @@ def _time(fn: object) -> float:
     return time.perf_counter() - start
 
 
-def memory(megapixels: float) -> dict[str, float]:
-    """Peak RSS (GiB) of ``aezip pack`` and ``aezip unpack`` of one synthetic PNG of ``megapixels``."""
+def peak_run(cmd: list[str], cwd: str | Path | None = None) -> tuple[float, float]:
+    """Run a command; its wall seconds and its own peak RSS in GiB.
+
+    From ``wait4``: this child only, not ``RUSAGE_CHILDREN`` (the largest of every child waited
+    for so far). Linux counts the memory of the process that started the child in the child's
+    peak (vfork, then exec), so the caller must stay small: see :func:`memory`.
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return time.perf_counter() - start, usage.ru_maxrss / 2**20
+
+
+def image_size(megapixels: float) -> tuple[int, int]:
+    """(width, height) of a 4:3 image of about ``megapixels``."""
+    side = int((megapixels * 1e6 * 4 / 3) ** 0.5)
+    return side, int(megapixels * 1e6 / side)
+
+
+def synthetic_png(path: Path, megapixels: float) -> None:
+    """Write a smooth synthetic RGB PNG of :func:`image_size` (``megapixels``)."""
     from PIL import Image
 
-    side = int((megapixels * 1e6 * 4 / 3) ** 0.5)
-    w, h = side, int(megapixels * 1e6 / side)
-    out = {}
+    w, h = image_size(megapixels)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rgb = np.stack([128 + 60 * np.sin(xx * f) * np.cos(yy * f) for f in (0.01, 0.02, 0.03)], -1)
+    Image.fromarray(rgb.astype(np.uint8)).save(path, compress_level=1)
+
+
+def memory(megapixels: float, extra: list[str] | None = None) -> dict[str, float]:
+    """Peak RSS (GiB) and wall seconds of ``aezip pack`` and of ``aezip unpack`` of one synthetic
+    PNG of ``megapixels``, each its own process (default settings, plus ``extra`` options).
+
+    The PNG is written by another process, so this one stays small (see :func:`peak_run`).
+    """
+    import multiprocessing
+
+    out: dict[str, float] = {}
+    aezip = [sys.executable, "-m", "aezip"]
     with tempfile.TemporaryDirectory(prefix="aezip-mem-") as tmp:
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        rgb = np.stack([128 + 60 * np.sin(xx * f) * np.cos(yy * f) for f in (0.01, 0.02, 0.03)], -1)
-        Image.fromarray(rgb.astype(np.uint8)).save(Path(tmp) / "big.png", compress_level=1)
-        del yy, xx, rgb
+        for name, mp in (("tiny.png", 0.01), ("big.png", megapixels)):
+            writer = multiprocessing.get_context("spawn").Process(target=synthetic_png, args=(Path(tmp) / name, mp))
+            writer.start()
+            writer.join()
+        out["width"], out["height"] = image_size(megapixels)
+        # What every pack costs (Python, torch, the model), from a 0.01 MP image:
+        out["baseline_s"], out["baseline_gib"] = peak_run([*aezip, "pack", "tiny.png", "tiny.aez"], tmp)
         for step, args in (("pack", ["pack", "big.png", "big.aez"]), ("unpack", ["unpack", "big.aez", "out"])):
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "aezip", *args], cwd=tmp, check=True, stdout=subprocess.DEVNULL)
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            out[f"{step}_peak_gib"] = max(peak, before) / 2**20
-            out[f"{step}_s"] = time.perf_counter() - start
-    out["width"], out["height"] = w, h
+            out[f"{step}_s"], out[f"{step}_peak_gib"] = peak_run([*aezip, *args, *(extra or [])], tmp)
     return out
 
 
@@ -147,9 +178,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.memory:
         m = memory(args.memory)
-        print(f"{m['width']}x{m['height']} px synthetic PNG:")
-        print(f"pack: peak RSS {m['pack_peak_gib']:.2f} GiB, {m['pack_s']:.0f} s")
-        print(f"unpack: peak RSS {m['unpack_peak_gib']:.2f} GiB, {m['unpack_s']:.0f} s")
+        print(f"{m['width']:.0f}x{m['height']:.0f} px synthetic PNG, peak RSS of each process:")
+        print(f"pack of a 0.01 MP image (baseline): {m['baseline_gib']:.2f} GiB")
+        for step in ("pack", "unpack"):
+            peak = m[f"{step}_peak_gib"]
+            print(f"{step}: {peak:.2f} GiB ({peak * 2**30 / 1e9:.2f} GB), {m[f'{step}_s']:.0f} s")
         return
     if args.image_dir is None:
         parser.error("IMAGE_DIR is required")
