@@ -29,7 +29,7 @@ from aezip.errors import (
     UnsupportedVersionError,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "AezipError",

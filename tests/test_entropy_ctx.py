@@ -36,7 +36,7 @@ from aezip.entropy.tables import CdfTables
 from aezip.errors import CorruptArchiveError, ModelError
 from aezip.model.autoencoder import Autoencoder
 from aezip.model.config import ModelConfig
-from aezip.model.registry import ModelStore, default_model, shipped_models
+from aezip.model.registry import ModelStore, default_model, load_shipped, shipped_models
 from aezip.model.weights import model_to_bytes
 from tests.conftest import photo_like
 from tests.test_entropy_ans import INT32_MAX, INT32_MIN, random_tables
@@ -46,7 +46,11 @@ GOLDEN_HEX = (
     "503f4ef50e07ef5f76fec87fb5ea961674e69f31eefd95a896c401"
 )
 #: sha256 of the shipped tables' stream of ``shipped_latents()`` at quality 3.
-SHIPPED_GOLDEN_SHA256 = "0539deaa6e69506f9b7c26e44a9f7cbd3a733139d5eedb76023cb063a5f0ffb0"
+# sha256 of the stream each shipped side file gives for ``shipped_latents`` at quality 3.
+SHIPPED_GOLDEN_SHA256 = {
+    "v2-gpu-128x320": "0539deaa6e69506f9b7c26e44a9f7cbd3a733139d5eedb76023cb063a5f0ffb0",
+    "v3-ft-128x320": "afa05f31c52293bae4973aafc33a61ad5416e3cc34e6ba8d478495c28e17dc01",
+}
 
 
 def golden_case() -> tuple[np.ndarray, ContextTables]:
@@ -103,14 +107,15 @@ def shipped_latents() -> np.ndarray:
     return np.round(rng.laplace(size=(320, 4, 5)) * scale).astype(np.int32)
 
 
-def test_shipped_tables_golden_stream() -> None:
-    """A stream coded with the shipped side file: pinned bytes (hash), exact decode."""
-    store = ModelStore()
-    model = store.default()
+@pytest.mark.parametrize("name", sorted(SHIPPED_GOLDEN_SHA256))
+def test_shipped_tables_golden_stream(name: str) -> None:
+    """A stream coded with each shipped side file: pinned bytes (hash), exact decode."""
+    entry = next(m for m in shipped_models() if m.name == name)
+    model = load_shipped(entry)
     ctx = context_tables(model, 3)
     assert ctx is not None
     data = encode_latents("ans-ctx", shipped_latents(), model.tables[2], ctx)
-    assert hashlib.sha256(data).hexdigest() == SHIPPED_GOLDEN_SHA256
+    assert hashlib.sha256(data).hexdigest() == SHIPPED_GOLDEN_SHA256[name]
     assert np.array_equal(decode_latents(3, data, (320, 4, 5), model.tables[2], ctx), shipped_latents())
 
 
