@@ -80,9 +80,10 @@ def _zstd() -> zstandard.ZstdCompressor:
 #: Side, in latents, of the largest latent grid coded in one pass (1024 px with the 4-level models):
 #: Kodak-sized images and anything up to 1024 × 1024 px is one tile (about 0.45 GB of activations).
 TILE_LATENTS = 64
-#: Larger grids are cut into tiles of at most this side (768 px; about 0.25 GB of activations per
-#: tile), so that with the image's own arrays a 64 MP image stays under 1.5 GB (see README).
-SPLIT_LATENTS = 48
+#: Larger grids are cut into tiles of at most this side (640 px; about 0.2 GB of activations per
+#: tile, measured no slower than 768 or 1024 px tiles), so that with the image's own arrays a 64 MP
+#: image, or two 32 MP images coded at once by two jobs, stays under 1.5 GB (see README).
+SPLIT_LATENTS = 40
 #: Latents of context computed around each tile core and discarded (covers the receptive field).
 HALO_LATENTS = 2
 #: Integer types latents are held in between the transforms and the entropy coders, narrowest first.
