@@ -20,6 +20,7 @@ class ArchiveArgument(click.ParamType):
     """An archive, a manifest or dataset folder that exists, or an fsspec URL (``s3://…``) left as text."""
 
     name = "archive"
+    exists = staticmethod(os.path.lexists)
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
         if isinstance(value, Path):
@@ -27,25 +28,16 @@ class ArchiveArgument(click.ParamType):
         text = str(value)
         if "://" in text:
             return text
-        if not os.path.lexists(text):
+        if not self.exists(text):
             self.fail(f"{text!r} does not exist.", param, ctx)
         return Path(text)
 
 
-class SourceArgument(click.ParamType):
-    """What ``pack`` reads: a file or folder that exists, or an fsspec URL (``s3://bucket/photos/``) left as text."""
+class SourceArgument(ArchiveArgument):
+    """What ``pack`` reads: a file or folder that exists (links followed), or an fsspec URL left as text."""
 
     name = "source"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
-        if isinstance(value, Path):
-            return value
-        text = str(value)
-        if "://" in text:
-            return text
-        if not os.path.exists(text):
-            self.fail(f"{text!r} does not exist.", param, ctx)
-        return Path(text)
+    exists = staticmethod(os.path.exists)
 
 
 def _parse_storage_options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> None:

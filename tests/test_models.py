@@ -18,6 +18,9 @@ from aezip.model.registry import default_model, model_name, shipped_models
 
 GOLDEN = Path(__file__).parent / "data" / "golden-v1"
 GOLDEN_V2 = Path(__file__).parent / "data" / "golden-v2"
+# sha256 of the golden archives' latents (int32, little-endian) as their releases decoded them.
+V1_LATENTS = "3118f3b4b9c2405484d055fa2a85f6fd052b4214e48ba833262de1e32841b405"
+V2_LATENTS = "21bb35e965686f3353e95dd43d2ec2bcf1797b9220cf34277bc131a95785e8c6"
 
 
 def test_catalog_lists_every_former_default_with_a_matching_hash() -> None:
@@ -37,36 +40,30 @@ def test_default_model_is_named() -> None:
     assert model_name(b"\0" * 16) is None
 
 
-def test_archive_written_by_0_1_0_decodes_exactly() -> None:
-    """``archive.aez`` was written by aezip 0.1.0 (model v1-cpu-64x96, quality 4, ANS)."""
-    with aezip.open(GOLDEN / "archive.aez") as archive:
-        assert archive.read_bytes("labels.csv") == (GOLDEN / "labels.csv").read_bytes()
-        image = np.asarray(archive.image("photos/monarch-crop.png"))
-        codec = archive.codec
-        header, model, latents, _ = codec._parse(archive.payload("photos/monarch-crop.png"))
-    assert model.name == "v1-cpu-64x96" and header.quality == 4
-    digest = hashlib.sha256(latents.astype("<i4").tobytes()).hexdigest()
-    assert digest == "3118f3b4b9c2405484d055fa2a85f6fd052b4214e48ba833262de1e32841b405"
-    then = np.asarray(Image.open(GOLDEN / "decoded-by-0.1.0.png"))
-    assert np.abs(image.astype(int) - then.astype(int)).max() <= 2
-    original = np.asarray(Image.open(GOLDEN / "original.png").convert("RGB")).astype(float)
-    assert 10 * np.log10(255**2 / np.mean((image - original) ** 2)) > 24
-
-
-def test_archive_written_by_0_2_0_decodes_exactly() -> None:
-    """``golden-v2/archive.aez`` was written by aezip 0.2.0 (model v2-gpu-128x320, quality 6,
-    ``--entropy auto`` → ans-ctx, method 3) from ``original.png`` and ``labels.csv``."""
-    with aezip.open(GOLDEN_V2 / "archive.aez") as archive:
-        assert archive.read_bytes("labels.csv") == (GOLDEN_V2 / "labels.csv").read_bytes()
+@pytest.mark.parametrize(
+    ("folder", "release", "model_name", "quality", "entropy", "latents_sha256", "min_psnr"),
+    [
+        # Written by aezip 0.1.0: model v1-cpu-64x96, quality 4, ANS (method 2).
+        (GOLDEN, "0.1.0", "v1-cpu-64x96", 4, 2, V1_LATENTS, 24),
+        # Written by aezip 0.2.0: model v2-gpu-128x320, quality 6, --entropy auto → ans-ctx (method 3).
+        (GOLDEN_V2, "0.2.0", "v2-gpu-128x320", 6, 3, V2_LATENTS, 30),
+    ],
+    ids=["0.1.0", "0.2.0"],
+)
+def test_archive_written_by_an_old_release_decodes_exactly(
+    folder: Path, release: str, model_name: str, quality: int, entropy: int, latents_sha256: str, min_psnr: float
+) -> None:
+    """``FOLDER/archive.aez`` holds ``original.png`` (as photos/monarch-crop.png) and ``labels.csv``."""
+    with aezip.open(folder / "archive.aez") as archive:
+        assert archive.read_bytes("labels.csv") == (folder / "labels.csv").read_bytes()
         image = np.asarray(archive.image("photos/monarch-crop.png"))
         header, model, latents, _ = archive.codec._parse(archive.payload("photos/monarch-crop.png"))
-    assert model.name == "v2-gpu-128x320" and header.quality == 6 and header.entropy == 3
-    digest = hashlib.sha256(latents.astype("<i4").tobytes()).hexdigest()
-    assert digest == "21bb35e965686f3353e95dd43d2ec2bcf1797b9220cf34277bc131a95785e8c6"
-    then = np.asarray(Image.open(GOLDEN_V2 / "decoded-by-0.2.0.png"))
+    assert model.name == model_name and header.quality == quality and header.entropy == entropy
+    assert hashlib.sha256(latents.astype("<i4").tobytes()).hexdigest() == latents_sha256
+    then = np.asarray(Image.open(folder / f"decoded-by-{release}.png"))
     assert np.abs(image.astype(int) - then.astype(int)).max() <= 2
-    original = np.asarray(Image.open(GOLDEN_V2 / "original.png").convert("RGB")).astype(float)
-    assert 10 * np.log10(255**2 / np.mean((image - original) ** 2)) > 30
+    original = np.asarray(Image.open(folder / "original.png").convert("RGB")).astype(float)
+    assert 10 * np.log10(255**2 / np.mean((image - original) ** 2)) > min_psnr
 
 
 def test_old_archive_unpacks_through_the_cli(runner, tmp_path: Path) -> None:
