@@ -22,6 +22,7 @@ import click
 from aezip import __version__
 from aezip.cli_shards import ArchiveArgument, SourceArgument, storage_option, storage_options
 from aezip.errors import AezipError
+from aezip.runtime import keep_freed_memory
 
 
 class Interrupted(KeyboardInterrupt):
@@ -149,6 +150,7 @@ def _command_line(prefix: str, ctx: click.Context) -> str:
 @click.version_option(__version__, prog_name="aezip")
 def main() -> None:
     """aezip: learned compression for image datasets."""
+    keep_freed_memory()
 
 
 model_option = click.option(

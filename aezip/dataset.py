@@ -32,6 +32,7 @@ from aezip.codec import Codec
 from aezip.container import MemberInfo, MemberKind
 from aezip.errors import AezipError
 from aezip.imagefile import is_image_name
+from aezip.runtime import keep_freed_memory
 from aezip.sharded import open_archive
 
 #: Output pixels per synthesis forward pass (the default of :meth:`aezip.Codec.decode_many`).
@@ -160,8 +161,9 @@ class ImageArchiveDataset(Dataset):
         """This process's decoder, created on first use (a forked worker makes its own)."""
         if self._codec is None or self._codec_pid != os.getpid():
             device = self.device
-            if device == "auto" and get_worker_info() is not None:
-                device = "cpu"
+            if get_worker_info() is not None:
+                keep_freed_memory()  # a DataLoader worker exists to decode: see aezip.runtime
+                device = "cpu" if device == "auto" else device
             self._codec = Codec(device=device, models=self.models)
             self._codec_pid = os.getpid()
         return self._codec
