@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 
 import numpy as np
 import zstandard
@@ -23,12 +24,28 @@ LEVEL = 19
 #: Latents converted to int64 at a time while packing (8 MiB of int64).
 CHUNK = 1 << 20
 
-_compressor = zstandard.ZstdCompressor(level=LEVEL)
-_decompressor = zstandard.ZstdDecompressor()
+#: Level of the quick size estimate ``aezip --entropy auto`` makes before paying for :data:`LEVEL`.
+PROBE_LEVEL = 3
+
+_local = threading.local()
 
 
-def encode_zstd(latents: np.ndarray) -> bytes:
-    """Pack integer latents (C, H, W) into bytes.
+def compressor(level: int = LEVEL) -> zstandard.ZstdCompressor:
+    """This thread's compressor at ``level`` (a zstd context must not be shared by two threads)."""
+    cache = _local.__dict__.setdefault("compressors", {})
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level)
+    return cache[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_local, "decompressor"):
+        _local.decompressor = zstandard.ZstdDecompressor()
+    return _local.decompressor
+
+
+def encode_zstd(latents: np.ndarray, level: int = LEVEL) -> bytes:
+    """Pack integer latents (C, H, W) into bytes (zstd at ``level``; every level decodes alike).
 
     The body is built in one buffer, :data:`CHUNK` values at a time, and compressed in one call:
     no whole-tensor int64 copy is made (the bytes are those of compressing the body in one piece).
@@ -50,7 +67,7 @@ def encode_zstd(latents: np.ndarray) -> bytes:
         wide = v[out_of_range].astype("<i4").view(np.uint8)
         escaped[done : done + wide.size] = wide
         done += wide.size
-    return struct.pack("<I", count) + _compressor.compress(body)
+    return struct.pack("<I", count) + compressor(level).compress(body)
 
 
 def decode_zstd(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
@@ -81,7 +98,7 @@ def decompress_exact(data: bytes, size: int, what: str) -> np.ndarray:
     out = np.empty(size + 1, dtype=np.uint8)
     got = 0
     try:
-        with _decompressor.stream_reader(io.BytesIO(data)) as reader:
+        with _decompressor().stream_reader(io.BytesIO(data)) as reader:
             while got <= size:
                 n = reader.readinto(memoryview(out[got : got + min(size + 1 - got, 1 << 20)]))
                 if not n:
