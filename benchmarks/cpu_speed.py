@@ -9,8 +9,10 @@ Usage::
 End to end (process start included): ``aezip pack`` and ``aezip unpack`` of IMAGE_DIR with the
 reference code (``PYTHONPATH=REF``, its default threads) and with this code (default ``--jobs``,
 and ``--jobs 1``), alternating round by round so a load spike on a shared machine hits both.
-In process, one thread, per image: the analysis and synthesis in the training form (the old
-path) and in the inference form (channels_last; and with sub-pixel convolutions), beside Pillow's JPEG and WebP decode
+Then ``ImageArchiveDataset`` with ``--workers`` DataLoader workers over the reference's archive,
+both codes in turn (images/s, best epoch after a warm-up). In process, one thread, per image: the
+analysis and synthesis in the training form (the old path) and in the inference form
+(channels_last transposed convolutions; and Winograd + sub-pixel, what aezip runs), beside Pillow's JPEG and WebP decode
 of the same image. Speeds are reported as ratios to the reference measured in the same run.
 """
 
@@ -29,19 +31,26 @@ import numpy as np
 
 
 def _run(cmd: list[str], pythonpath: str | None = None) -> float:
-    """Wall seconds of a command (its output discarded); fails loudly if it fails."""
+    """Wall seconds of a command (its output discarded); fails loudly if it fails.
+
+    It runs in the filesystem root: ``python -m``/``-c`` put the working directory ahead of
+    ``PYTHONPATH``, so from a checkout the "reference" would import that checkout's code.
+    """
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def end_to_end(image_dir: Path, reference: Path, rounds: int) -> dict[str, dict[str, float]]:
-    """Best wall time of pack and unpack per variant over ``rounds`` alternating rounds."""
+def end_to_end(image_dir: Path, reference: Path, rounds: int, keep: Path | None = None) -> dict[str, dict[str, float]]:
+    """Best wall time of pack and unpack per variant over ``rounds`` alternating rounds.
+
+    ``keep``: where to copy the reference's archive (for :func:`dataset_epochs`)."""
     aezip = [sys.executable, "-m", "aezip"]
-    variants = {"reference": (str(reference), []), "new": (str(Path(__file__).parent.parent), [])}
+    image_dir, reference = image_dir.resolve(), reference.resolve()
+    variants = {"reference": (str(reference), []), "new": (str(Path(__file__).resolve().parent.parent), [])}
     variants["new --jobs 1"] = (variants["new"][0], ["--jobs", "1"])
     best: dict[str, dict[str, float]] = {k: {"pack": float("inf"), "unpack": float("inf")} for k in variants}
     with tempfile.TemporaryDirectory(prefix="aezip-cpu-") as tmp:
@@ -54,7 +63,46 @@ def end_to_end(image_dir: Path, reference: Path, rounds: int) -> dict[str, dict[
                 best[name]["pack"] = min(best[name]["pack"], t)
                 t = _run([*aezip, "unpack", str(archive), str(dest), *extra], path)
                 best[name]["unpack"] = min(best[name]["unpack"], t)
+                if name == "reference" and keep is not None:
+                    shutil.copyfile(archive, keep)
     return best
+
+
+_EPOCHS = """
+import sys, time
+import torch
+from torch.utils.data import DataLoader
+from aezip.dataset import ImageArchiveDataset
+torch.manual_seed(0)
+ds = ImageArchiveDataset(sys.argv[1], output="tensor", mode="RGB")
+loader = DataLoader(ds, batch_size=1, num_workers=int(sys.argv[2]), persistent_workers=True,
+                    collate_fn=lambda items: items)
+times = []
+for epoch in range(int(sys.argv[3]) + 1):  # epoch 0 warms up: worker start, model load
+    start = time.perf_counter()
+    count = sum(len(batch) for batch in loader)
+    times.append(time.perf_counter() - start)
+print(count, min(times[1:]))
+"""
+
+
+def dataset_epochs(archive: Path, reference: Path, workers: int, epochs: int) -> dict[str, float]:
+    """Images/s of ``ImageArchiveDataset`` through a DataLoader with ``workers`` workers: best epoch
+    after a warm-up one, for the reference code and this code, each in its own process, on the
+    same archive (written by the reference, so both decode the same model's latents)."""
+    rates = {}
+    for name, path in (("reference", str(reference.resolve())), ("new", str(Path(__file__).resolve().parent.parent))):
+        env = dict(os.environ, PYTHONPATH=path)
+        out = subprocess.run(
+            [sys.executable, "-c", _EPOCHS, str(archive.resolve()), str(workers), str(epochs)],
+            check=True,
+            cwd="/",  # see _run
+            env=env,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        rates[name] = int(out[0]) / float(out[1])
+    return rates
 
 
 def transforms(image_dir: Path, limit: int) -> list[tuple[str, float, float]]:
@@ -66,11 +114,16 @@ def transforms(image_dir: Path, limit: int) -> list[tuple[str, float, float]]:
 
     from aezip.codec import Codec
     from aezip.model.inference import InferenceModel
+    from aezip.runtime import keep_freed_memory
 
+    keep_freed_memory()  # as the command line does
     torch.set_num_threads(1)
     codec = Codec(device="cpu")
     net = codec.model.net.eval()
-    forms = {"inference (channels_last)": InferenceModel(net), "inference + sub-pixel": _subpixel(net)}
+    forms = {
+        "inference, transposed convolutions (channels_last)": _transposed(net),
+        "inference, Winograd + sub-pixel (what aezip runs)": InferenceModel(net),
+    }
     paths = sorted(image_dir.glob("*.png"))[:limit]
     rows: dict[str, list[float]] = {}
     pixels = 0
@@ -80,6 +133,9 @@ def transforms(image_dir: Path, limit: int) -> list[tuple[str, float, float]]:
             pixels += rgb.shape[0] * rgb.shape[1]
             x = torch.from_numpy(np.stack([rgb])).permute(0, 3, 1, 2).float().div_(255)
             y = torch.round(net.analyze(x, 5))
+            if not rows:  # warm-up: build each form's lazily converted layers outside the timing
+                for form in forms.values():
+                    form.synthesize(y, 5)
             for name, form in {"training form (old path)": net, **forms}.items():
                 rows.setdefault(name, [0.0, 0.0])
                 rows[name][0] += _time(lambda f=form, x=x: f.analyze(x, 5))
@@ -94,16 +150,12 @@ def transforms(image_dir: Path, limit: int) -> list[tuple[str, float, float]]:
     return [(k, mp / v[0] if v[0] else 0.0, mp / v[1]) for k, v in rows.items()]
 
 
-def _subpixel(net: object) -> object:
-    """The inference form with every transposed convolution in sub-pixel form."""
-    from torch import nn
-
-    from aezip.model.inference import InferenceModel, subpixel_conv
+def _transposed(net: object) -> object:
+    """The inference form as it was before Winograd: stored transposed convolutions, channels_last."""
+    from aezip.model.inference import InferenceModel
 
     form = InferenceModel(net)  # type: ignore[arg-type]
-    form.synthesis = nn.Sequential(
-        *(subpixel_conv(m) if isinstance(m, nn.ConvTranspose2d) else m for m in form.synthesis)
-    ).eval()
+    form.cpu_synthesis = lambda: form.synthesis  # type: ignore[method-assign]
     return form
 
 
@@ -173,6 +225,8 @@ def main() -> None:
     parser.add_argument("image_dir", type=Path, nargs="?")
     parser.add_argument("--reference", type=Path, help="checkout of the code to compare with (e.g. e9d10b3)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for the dataset rows")
+    parser.add_argument("--epochs", type=int, default=2, help="timed dataset epochs (best is kept)")
     parser.add_argument("--limit", type=int, default=4, help="images for the in-process transform rows")
     parser.add_argument("--memory", type=float, help="measure peak memory for an image of this many MP")
     args = parser.parse_args()
@@ -187,7 +241,10 @@ def main() -> None:
     if args.image_dir is None:
         parser.error("IMAGE_DIR is required")
     if args.reference:
-        best = end_to_end(args.image_dir, args.reference, args.rounds)
+        with tempfile.TemporaryDirectory(prefix="aezip-ds-") as tmp:
+            archive = Path(tmp) / "reference.aez"
+            best = end_to_end(args.image_dir, args.reference, args.rounds, keep=archive)
+            rates = dataset_epochs(archive, args.reference, args.workers, args.epochs)
         ref = best["reference"]
         print(f"End to end on {args.image_dir} (best of {args.rounds}, wall seconds, process start included):\n")
         print("| code | pack s | unpack s | pack speed-up | unpack speed-up |")
@@ -197,6 +254,12 @@ def main() -> None:
                 f"| {name} | {t['pack']:.1f} | {t['unpack']:.1f} | "
                 f"{ref['pack'] / t['pack']:.2f}x | {ref['unpack'] / t['unpack']:.2f}x |"
             )
+        print(f"\nImageArchiveDataset, {args.workers} workers, batch 1, best of {args.epochs} epochs after a warm-up")
+        print("(the reference's archive, read by both):\n")
+        print("| code | images/s | speed-up |")
+        print("|---|---:|---:|")
+        for name, rate in rates.items():
+            print(f"| {name} | {rate:.2f} | {rate / rates['reference']:.2f}x |")
         print()
     rows = transforms(args.image_dir, args.limit)
     print(f"In process, one thread, first {args.limit} images: MP/s\n")
