@@ -12,8 +12,9 @@ and ``--jobs 1``), alternating round by round so a load spike on a shared machin
 Then ``ImageArchiveDataset`` with ``--workers`` DataLoader workers over the reference's archive,
 both codes in turn (images/s, best epoch after a warm-up). In process, one thread, per image: the
 analysis and synthesis in the training form (the old path) and in the inference form
-(channels_last transposed convolutions; and Winograd + sub-pixel, what aezip runs), beside Pillow's JPEG and WebP decode
-of the same image. Speeds are reported as ratios to the reference measured in the same run.
+(channels_last transposed convolutions; and Winograd + sub-pixel, what aezip runs), beside
+Pillow's JPEG, WebP, AVIF and JPEG XL decode of the same image. Speeds are reported as ratios to
+the reference measured in the same run.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def transforms(image_dir: Path, limit: int) -> list[tuple[str, float, float]]:
                 rows.setdefault(name, [0.0, 0.0])
                 rows[name][0] += _time(lambda f=form, x=x: f.analyze(x, 5))
                 rows[name][1] += _time(lambda f=form, y=y: f.synthesize(y, 5))
-            for fmt, opts in (("JPEG", {"quality": 90}), ("WEBP", {"quality": 80})):
+            for fmt, opts in _baseline_formats():
                 buf = io.BytesIO()
                 Image.fromarray(rgb).save(buf, fmt, **opts)
                 data = buf.getvalue()
@@ -148,6 +149,25 @@ def transforms(image_dir: Path, limit: int) -> list[tuple[str, float, float]]:
                 rows[f"Pillow {fmt} (decode only)"][1] += _time(lambda d=data: np.asarray(Image.open(io.BytesIO(d))))
     mp = pixels / 1e6
     return [(k, mp / v[0] if v[0] else 0.0, mp / v[1]) for k, v in rows.items()]
+
+
+def _baseline_formats() -> list[tuple[str, dict]]:
+    """Pillow formats whose decode speed is reported beside aezip's: JPEG, WebP, and AVIF / JPEG XL
+    where this Pillow can write them (AVIF is built into Pillow >= 11; JPEG XL needs the
+    ``pillow-jxl-plugin`` of the ``bench`` extra)."""
+    from PIL import Image, features
+
+    formats: list[tuple[str, dict]] = [("JPEG", {"quality": 90}), ("WEBP", {"quality": 80})]
+    if features.check("avif"):
+        formats.append(("AVIF", {"quality": 60}))
+    try:
+        import pillow_jxl  # noqa: F401 - registers the JXL format with Pillow
+
+        formats.append(("JXL", {"quality": 80}))
+    except ImportError:
+        pass
+    Image.init()  # registers every plugin, so SAVE lists them all
+    return [(fmt, opts) for fmt, opts in formats if fmt in Image.SAVE]
 
 
 def _transposed(net: object) -> object:
