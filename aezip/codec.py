@@ -53,7 +53,8 @@ from aezip.model.weights import LoadedModel
 STREAM_MAGIC = b"\x89AEI"
 STREAM_VERSION = 1
 DEFAULT_QUALITY = 6
-#: ``auto`` codes the latents both ways and keeps the shorter stream (same pixels either way).
+#: ``auto`` keeps the shortest stream of the methods (same pixels whichever wins; see
+#: :meth:`Codec._entropy_code`). ``aezip.cli`` spells the same list out, so ``--help`` needs no torch.
 ENTROPY_CHOICES = ("auto", "ans", "zstd", "ans-ctx")
 DEFAULT_ENTROPY = "auto"
 #: Float format of the transforms. ``bf16`` runs the convolutions in bfloat16 (GDN stays float32):

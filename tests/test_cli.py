@@ -263,3 +263,11 @@ def test_quick_start_on_the_shipped_sample_photos(tmp_path: Path, runner: CliRun
         assert (a.size, a.format) == (b.size, b.format)
         assert psnr(np.asarray(a), np.asarray(b)) > PHOTO_PSNR_FLOOR
     assert arc.stat().st_size < sum(p.stat().st_size for p in photos.rglob("*") if p.is_file()) / 3
+
+
+def test_entropy_option_offers_exactly_the_codecs_choices() -> None:
+    """The CLI spells the choices out (importing the codec would load torch for ``--help``): keep them in step."""
+    from aezip.codec import ENTROPY_CHOICES
+
+    option = next(p for p in main.commands["pack"].params if p.name == "entropy")
+    assert sorted(option.type.choices) == sorted(ENTROPY_CHOICES)
