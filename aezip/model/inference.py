@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from aezip.model.autoencoder import Autoencoder, Quality
 from aezip.model.layers import GDN
-from aezip.model.winograd import WinogradUp
+from aezip.model.winograd import WinogradUp, merged_kernel
 
 _thread_lock = threading.Lock()
 _thread_users = 0
@@ -71,20 +71,12 @@ def subpixel_conv(up: nn.ConvTranspose2d) -> nn.Sequential:
     """
     if up.stride != (2, 2) or up.kernel_size != (5, 5) or up.padding != (2, 2) or up.output_padding != (1, 1):
         raise ValueError("subpixel_conv expects a 5x5 stride-2 transposed convolution (padding 2, output padding 1)")
-    w = up.weight.detach()  # (in, out, 5, 5)
-    c_in, c_out = w.shape[:2]
-    sub = torch.zeros(c_out, 2, 2, c_in, 3, 3, dtype=w.dtype)
-    for ry in range(2):
-        for rx in range(2):
-            for jy in range(3):
-                ky = ry + 4 - 2 * jy
-                for jx in range(3):
-                    kx = rx + 4 - 2 * jx
-                    if 0 <= ky < 5 and 0 <= kx < 5:
-                        sub[:, ry, rx, :, jy, jx] = w[:, :, ky, kx].t()
+    c_in, c_out = up.in_channels, up.out_channels
+    # merged_kernel orders output channels phase-major (ry, rx, c); pixel_shuffle wants (c, ry, rx).
+    sub = merged_kernel(up).view(2, 2, c_out, c_in, 3, 3).permute(2, 0, 1, 3, 4, 5)
     conv = nn.Conv2d(c_in, 4 * c_out, kernel_size=3, padding=1, bias=up.bias is not None)
     with torch.no_grad():
-        conv.weight.copy_(sub.reshape(4 * c_out, c_in, 3, 3))
+        conv.weight.copy_(sub.reshape(4 * c_out, c_in, 3, 3).to(up.weight.dtype))
         if up.bias is not None:
             conv.bias.copy_(up.bias.detach().repeat_interleave(4))
     return nn.Sequential(conv, nn.PixelShuffle(2))
@@ -135,9 +127,7 @@ class InferenceModel:
                 last = max(i for i, m in enumerate(layers) if isinstance(m, nn.ConvTranspose2d))
                 self._cpu_synthesis = nn.Sequential(
                     *(
-                        (subpixel_conv(m) if i == last else WinogradUp(m))
-                        if isinstance(m, nn.ConvTranspose2d)
-                        else m
+                        (subpixel_conv(m) if i == last else WinogradUp(m)) if isinstance(m, nn.ConvTranspose2d) else m
                         for i, m in enumerate(layers)
                     )
                 ).eval()
