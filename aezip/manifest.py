@@ -16,13 +16,14 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aezip.container import ArchiveReader, MemberInfo
 from aezip.container import spec as container_spec
+from aezip.container.reader import MemberSequence
 from aezip.errors import CorruptArchiveError, FormatError, UnsupportedVersionError
 from aezip.remote import (
     RemoteArchiveReader,
@@ -239,7 +240,7 @@ def check_checksums(path: str | os.PathLike[str], storage_options: StorageOption
     return len(manifest.shards)
 
 
-class ShardedReader:
+class ShardedReader(MemberSequence):
     """The members of every shard of a manifest, as one archive (the ``ArchiveReader`` interface).
 
     Opening reads the manifest and each shard's index (a shard whose size differs from the
@@ -311,16 +312,6 @@ class ShardedReader:
     def size(self) -> int:
         """Bytes of all shards together."""
         return sum(s.bytes for s in self.manifest.shards)
-
-    @property
-    def members(self) -> list[MemberInfo]:
-        return list(self._members)
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def __iter__(self) -> Iterator[MemberInfo]:
-        return iter(self._members)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._where

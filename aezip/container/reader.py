@@ -39,7 +39,25 @@ def merge_ranges(ranges: Sequence[tuple[int, int]], max_gap: int, max_length: in
     return reads
 
 
-class ArchiveReader:
+class MemberSequence:
+    """The read-only member sequence both archive readers share: ``members``, ``len`` and iteration,
+    in archive order, over ``self._members`` (set by the reader)."""
+
+    _members: list[MemberInfo]
+
+    @property
+    def members(self) -> list[MemberInfo]:
+        """All members in archive order."""
+        return list(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[MemberInfo]:
+        return iter(self._members)
+
+
+class ArchiveReader(MemberSequence):
     """Random access to the members of one archive.
 
     Picklable for PyTorch DataLoader workers: the index travels with the pickle, the file handle does not; each
@@ -102,17 +120,6 @@ class ArchiveReader:
     def version(self) -> tuple[int, int]:
         """The (major, minor) format version the archive declares."""
         return self._version
-
-    @property
-    def members(self) -> list[MemberInfo]:
-        """All members in archive order."""
-        return list(self._members)
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def __iter__(self) -> Iterator[MemberInfo]:
-        return iter(self._members)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._by_name
