@@ -69,11 +69,11 @@ def subpixel_conv(up: nn.ConvTranspose2d) -> nn.Sequential:
     input (padding 1) whose tap ``d`` is the transposed kernel's tap ``r + 2 - 2d``. The four
     phases (ry, rx) become output channels ``c*4 + ry*2 + rx``, which ``pixel_shuffle(2)`` interleaves.
     """
-    if up.stride != (2, 2) or up.kernel_size != (5, 5) or up.padding != (2, 2) or up.output_padding != (1, 1):
-        raise ValueError("subpixel_conv expects a 5x5 stride-2 transposed convolution (padding 2, output padding 1)")
+    # merged_kernel checks the layer's shape and orders output channels phase-major (ry, rx, c);
+    # pixel_shuffle wants (c, ry, rx).
+    merged = merged_kernel(up)
     c_in, c_out = up.in_channels, up.out_channels
-    # merged_kernel orders output channels phase-major (ry, rx, c); pixel_shuffle wants (c, ry, rx).
-    sub = merged_kernel(up).view(2, 2, c_out, c_in, 3, 3).permute(2, 0, 1, 3, 4, 5)
+    sub = merged.view(2, 2, c_out, c_in, 3, 3).permute(2, 0, 1, 3, 4, 5)
     conv = nn.Conv2d(c_in, 4 * c_out, kernel_size=3, padding=1, bias=up.bias is not None)
     with torch.no_grad():
         conv.weight.copy_(sub.reshape(4 * c_out, c_in, 3, 3).to(up.weight.dtype))

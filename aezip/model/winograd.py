@@ -91,8 +91,18 @@ def merged_kernel(up: nn.ConvTranspose2d) -> torch.Tensor:
 
     Output channel ``(ry·2 + rx)·Cout + c`` is phase (ry, rx) of output channel ``c`` (see
     :func:`aezip.model.inference.subpixel_conv`; here the phase is the slow index, so a
-    channels_last result keeps each pixel's channels contiguous).
+    channels_last result keeps each pixel's channels contiguous). Any other layer shape (also
+    dilated or grouped) raises ValueError: this is the one check both converted forms rely on.
     """
+    if not isinstance(up, nn.ConvTranspose2d) or (
+        up.stride != (2, 2)
+        or up.kernel_size != (5, 5)
+        or up.padding != (2, 2)
+        or up.output_padding != (1, 1)
+        or up.dilation != (1, 1)
+        or up.groups != 1
+    ):
+        raise ValueError("expected a 5x5 stride-2 transposed convolution (padding 2, output padding 1)")
     w = up.weight.detach().double()  # (in, out, 5, 5)
     c_in, c_out = w.shape[:2]
     sub = torch.zeros(2, 2, c_out, c_in, 3, 3, dtype=torch.float64)
@@ -117,15 +127,6 @@ class WinogradUp(nn.Module):
 
     def __init__(self, up: nn.ConvTranspose2d, m: int = 6, chunk_tiles: int = 512) -> None:
         super().__init__()
-        if not isinstance(up, nn.ConvTranspose2d) or (
-            up.stride != (2, 2)
-            or up.kernel_size != (5, 5)
-            or up.padding != (2, 2)
-            or up.output_padding != (1, 1)
-            or up.dilation != (1, 1)
-            or up.groups != 1
-        ):
-            raise ValueError("WinogradUp expects a 5x5 stride-2 transposed convolution (padding 2, output padding 1)")
         if m not in (4, 6):
             raise ValueError("m must be 4 or 6")
         at, g, bt = winograd_matrices(m)
