@@ -24,6 +24,7 @@ from PIL import Image
 
 from aezip.codec import Codec, Decoded
 from aezip.container import ArchiveReader, ArchiveWriter, MemberInfo, MemberKind
+from aezip.entropy.zstd_packer import decompressor
 from aezip.errors import AezipError, CorruptArchiveError, ModelError, UnsupportedImageError
 from aezip.imagefile import (
     DEFAULT_JPEG_QUALITY,
@@ -50,13 +51,6 @@ def _raw_compressor() -> zstandard.ZstdCompressor:
     if not hasattr(_local, "compressor"):
         _local.compressor = zstandard.ZstdCompressor(level=RAW_LEVEL, write_checksum=True, write_content_size=True)
     return _local.compressor
-
-
-def _raw_decompressor() -> zstandard.ZstdDecompressor:
-    """This thread's decompressor for RAW members."""
-    if not hasattr(_local, "decompressor"):
-        _local.decompressor = zstandard.ZstdDecompressor()
-    return _local.decompressor
 
 
 FORMATS = ("original", "png")
@@ -207,7 +201,7 @@ def iter_raw(payload: bytes, size: int, name: str) -> Iterator[bytes]:
     check_raw_frame(payload, size, name)
     got = 0
     try:
-        with _raw_decompressor().stream_reader(io.BytesIO(payload), read_across_frames=False) as reader:
+        with decompressor().stream_reader(io.BytesIO(payload), read_across_frames=False) as reader:
             while True:
                 chunk = reader.read(_CHUNK)
                 if not chunk:

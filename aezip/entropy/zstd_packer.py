@@ -38,7 +38,8 @@ def compressor(level: int = LEVEL) -> zstandard.ZstdCompressor:
     return cache[level]
 
 
-def _decompressor() -> zstandard.ZstdDecompressor:
+def decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor (shared by every zstd frame aezip reads)."""
     if not hasattr(_local, "decompressor"):
         _local.decompressor = zstandard.ZstdDecompressor()
     return _local.decompressor
@@ -98,7 +99,7 @@ def decompress_exact(data: bytes, size: int, what: str) -> np.ndarray:
     out = np.empty(size + 1, dtype=np.uint8)
     got = 0
     try:
-        with _decompressor().stream_reader(io.BytesIO(data)) as reader:
+        with decompressor().stream_reader(io.BytesIO(data)) as reader:
             while got <= size:
                 n = reader.readinto(memoryview(out[got : got + min(size + 1 - got, 1 << 20)]))
                 if not n:
