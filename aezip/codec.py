@@ -80,6 +80,12 @@ HALO_LATENTS = 2
 LATENT_DTYPES = (np.int8, np.int16, np.int32)
 
 
+def zstd_could_win(probe_bytes: int, best_bytes: int) -> bool:
+    """Whether ``auto`` codes level-19 zstd, given the level-:data:`PROBE_LEVEL` latent stream's
+    size and the best learned method's: only if level 19 could still come out shorter."""
+    return probe_bytes * ZSTD_PROBE_GAIN < best_bytes
+
+
 def latent_dtype(low: int, high: int) -> np.dtype:
     """The narrowest of :data:`LATENT_DTYPES` that holds every integer in ``low .. high``."""
     for dtype in LATENT_DTYPES:
@@ -361,7 +367,7 @@ class Codec:
         learned = [m for m in METHODS if m != "zstd" and (m != "ans-ctx" or context() is not None)]
         candidates = [(m, encode_latents(m, latents, tables, context)) for m in learned]
         best = min(len(body) for _, body in candidates)
-        if len(encode_zstd(latents, PROBE_LEVEL)) * ZSTD_PROBE_GAIN < best:
+        if zstd_could_win(len(encode_zstd(latents, PROBE_LEVEL)), best):
             candidates.append(("zstd", encode_latents("zstd", latents, tables, context)))
         return min(candidates, key=lambda c: (len(c[1]), METHODS[c[0]]))
 

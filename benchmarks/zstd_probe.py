@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from aezip.codec import ZSTD_PROBE_GAIN, Codec, prepare_any
+from aezip.codec import ZSTD_PROBE_GAIN, Codec, prepare_any, zstd_could_win
 from aezip.entropy import encode_latents
 from aezip.entropy.context import context_tables
 from aezip.entropy.zstd_packer import PROBE_LEVEL, encode_zstd
@@ -57,8 +57,9 @@ def report(rows: list[tuple[int, str, dict[str, int]]]) -> str:
     for q in sorted({r[0] for r in rows}):
         group = [r[2] for r in rows if r[0] == q]
         gain = [r["zstd"] / r["probe"] for r in group]
-        lead = [r["zstd"] / min(v for k, v in r.items() if k in ("ans", "ans-ctx")) for r in group]
-        skipped = sum(r["probe"] * ZSTD_PROBE_GAIN >= min(r.get("ans-ctx", r["ans"]), r["ans"]) for r in group)
+        best = [min(v for k, v in r.items() if k in ("ans", "ans-ctx")) for r in group]
+        lead = [r["zstd"] / b for r, b in zip(group, best, strict=True)]
+        skipped = sum(not zstd_could_win(r["probe"], b) for r, b in zip(group, best, strict=True))
         lines.append(
             f"| {q} | {len(group)} | {min(gain):.3f}–{max(gain):.3f} | "
             f"{min(lead):.2f}–{max(lead):.2f} | {skipped}/{len(group)} |"
