@@ -22,7 +22,7 @@ import click
 from aezip import __version__
 from aezip.cli_shards import ArchiveArgument, SourceArgument, storage_option, storage_options
 from aezip.errors import AezipError
-from aezip.runtime import keep_freed_memory
+from aezip.runtime import keep_freed_memory, one_blas_thread
 
 
 class Interrupted(KeyboardInterrupt):
@@ -151,6 +151,7 @@ def _command_line(prefix: str, ctx: click.Context) -> str:
 def main() -> None:
     """aezip: learned compression for image datasets."""
     keep_freed_memory()
+    one_blas_thread()  # images are coded in parallel, one per job
 
 
 model_option = click.option(
@@ -176,10 +177,10 @@ def _jobs(jobs: int | None, threads: int | None, device: str) -> int:
     """--jobs as given, else one job per usable core on the CPU (one job when --threads or CUDA is chosen)."""
     if jobs:
         return jobs
-    from aezip.codec import pick_device
+    from aezip.codec import device_type
     from aezip.parallel import usable_cpus
 
-    return 1 if threads or pick_device(device).type == "cuda" else usable_cpus()
+    return 1 if threads or device_type(device) == "cuda" else usable_cpus()
 
 
 device_option = click.option(

@@ -22,23 +22,28 @@ The analysis runs the same operations in the same memory layout on every tile, w
 thread (:func:`aezip.model.inference.one_thread`): its floats, hence the rounded latents, do not
 depend on tiling, batching or the machine's core count (tests check tiled against untiled
 latents bit for bit). The synthesis differs from an untiled pass at most by float rounding.
+
+Decoding on a CPU needs no PyTorch: the latents are entropy-decoded with NumPy and constriction,
+and the synthesis runs in NumPy (:mod:`aezip.model.cpu_synthesis`), which spares a command line
+``unpack`` the 2.5–4 s of ``import torch``. Encoding, GPUs and ``bf16`` use PyTorch, imported
+when first needed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import struct
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.nn import functional as F
 
 from aezip.entropy import METHODS, NAMES, decode_latents, encode_latents
 from aezip.entropy.context import context_tables
@@ -46,9 +51,14 @@ from aezip.entropy.tables import CdfTables
 from aezip.entropy.zstd_packer import PROBE_LEVEL, compressor, decompress_exact, encode_zstd
 from aezip.errors import AezipError, CorruptArchiveError, FormatError, UnsupportedImageError
 from aezip.imagefile import CODED_MODES, MAX_CODED_PIXELS, Prepared, prepare, to_pil
-from aezip.model.inference import InferenceModel, one_thread
 from aezip.model.registry import ModelStore
 from aezip.model.weights import LoadedModel
+from aezip.runtime import blas_one_thread
+
+if TYPE_CHECKING:
+    import torch
+
+    from aezip.model.inference import InferenceModel
 
 STREAM_MAGIC = b"\x89AEI"
 STREAM_VERSION = 1
@@ -128,6 +138,8 @@ def tiles(
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad (B, C, H, W) on the bottom and right by edge replication to multiples of ``multiple``."""
+    from torch.nn import functional as F
+
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph == 0 and pw == 0:
@@ -162,8 +174,23 @@ class Decoded:
         return to_pil(self.rgb, self.gray, self.alpha, self.icc)
 
 
+#: Files that exist where a GPU driver PyTorch could use is installed (NVIDIA; AMD ROCm).
+GPU_DRIVER_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd")
+
+
+def device_type(name: str) -> str:
+    """``"cpu"`` or ``"cuda"`` for a device name, as :func:`pick_device` decides, without importing
+    torch when the answer is plainly the CPU (``cpu``, or ``auto`` on a Linux machine without a GPU
+    driver); anything else asks torch."""
+    if name == "cpu" or (name == "auto" and sys.platform == "linux" and not any(map(os.path.exists, GPU_DRIVER_FILES))):
+        return "cpu"
+    return pick_device(name).type
+
+
 def pick_device(name: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda"):
@@ -230,11 +257,23 @@ class Codec:
             raise AezipError(f"entropy must be one of {', '.join(ENTROPY_CHOICES)}, got {entropy!r}")
         self.quality = quality
         self.entropy = entropy
-        self.device = pick_device(device)
+        self.device_type = device_type(device)
         self.tile = TILE_LATENTS
         self._on_device: set[bytes] = set()
         self._fast: dict[bytes, InferenceModel] = {}
         self._lock = threading.Lock()
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device of the transforms (imports torch)."""
+        import torch
+
+        return torch.device(self.device_type)
+
+    @property
+    def numpy_decoder(self) -> bool:
+        """Whether decoding runs the NumPy synthesis (on the CPU in fp32) rather than PyTorch's."""
+        return self.device_type == "cpu" and self.precision == "fp32"
 
     def _net(self, model: LoadedModel) -> torch.nn.Module:
         with self._lock:
@@ -245,6 +284,8 @@ class Codec:
 
     def _transforms(self, model: LoadedModel) -> InferenceModel | torch.nn.Module:
         """The inference form of ``model`` (built once per codec); the training form for ``bf16``."""
+        from aezip.model.inference import InferenceModel
+
         net = self._net(model)
         if self.precision == "bf16":
             return net
@@ -270,6 +311,8 @@ class Codec:
         return encode_to_target(self, prepare_any(image), target)[0]
 
     def _autocast(self) -> torch.autocast:
+        import torch
+
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def encode_prepared(self, prep: Prepared) -> bytes:
@@ -294,6 +337,10 @@ class Codec:
         image's border, where the convolutions' own zero padding takes over, as for the whole image),
         in the layout the untiled path uses (float32, channels_last), so its sums are the same.
         """
+        import torch
+
+        from aezip.model.inference import one_thread
+
         model, q = self.model, self.quality - 1
         transforms = self._transforms(model)
         stride = model.config.stride
@@ -380,16 +427,19 @@ class Codec:
 
         Images are grouped by (model, quality, latent shape); each forward pass holds at most
         ``max_batch_pixels`` output pixels (about 64 bytes of activations per pixel per hidden
-        channel at the first level), which bounds memory.
+        channel at the first level), which bounds memory. On the CPU (fp32) this needs no torch.
         """
         parsed = [self._parse(s) for s in streams]
         out: list[Decoded | None] = [None] * len(streams)
-        for chunk, pixels in self._synthesize(parsed, max_batch_pixels):
-            pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()  # a tiled image: its own buffer, no copy
+        for chunk, pixels in self._batches(parsed, max_batch_pixels):
+            if self.numpy_decoder:
+                rgb = [self._synthesize_numpy(*pixels)]
+            else:
+                rgb = self._synthesize_tiled(*pixels).permute(0, 2, 3, 1).cpu().numpy()  # a tiled image: no copy
             for k, i in enumerate(chunk):
                 header, _, _, extras = parsed[i]
-                rgb = np.ascontiguousarray(pixels[k, : header.height, : header.width])
-                out[i] = Decoded(rgb=rgb, gray=bool(header.flags & FLAG_GRAY), alpha=extras[0], icc=extras[1])
+                image = np.ascontiguousarray(rgb[k][: header.height, : header.width])
+                out[i] = Decoded(rgb=image, gray=bool(header.flags & FLAG_GRAY), alpha=extras[0], icc=extras[1])
         return [d for d in out if d is not None]
 
     def decode_tensors(self, streams: list[bytes], max_batch_pixels: int = 4_000_000) -> list[torch.Tensor]:
@@ -409,11 +459,25 @@ class Codec:
     def _synthesize(self, parsed: list[tuple], max_batch_pixels: int) -> Iterator[tuple[list[int], torch.Tensor]]:
         """Run the synthesis on batches of equal (model, quality, latent shape), tile by tile.
 
-        Yields the stream indices of each batch and its padded uint8 pixels (B, 3, H, W) on the
-        device. Images that fit in one tile are batched (``max_batch_pixels`` output pixels per
-        pass; on a CUDA device only: a CPU decodes one image per pass); larger ones go one at a
-        time, a tile per pass, into one uint8 buffer of exactly the image's size, laid out
-        channels last (a view of it is yielded: ``permute(0, 2, 3, 1)`` gives it back without a copy).
+        Yields the stream indices of each batch and its uint8 pixels (B, 3, H, W) on the device:
+        padded to whole latents, or cropped to the image for a batch of one (always, on the CPU).
+        A tiled image is a view of a buffer laid out channels last (``permute(0, 2, 3, 1)`` gives it
+        back without a copy).
+        """
+        import torch
+
+        for chunk, args in self._batches(parsed, max_batch_pixels):
+            if self.numpy_decoder:
+                yield chunk, torch.from_numpy(self._synthesize_numpy(*args)).permute(2, 0, 1)[None]
+            else:
+                yield chunk, self._synthesize_tiled(*args)
+
+    def _batches(self, parsed: list[tuple], max_batch_pixels: int) -> Iterator[tuple[list[int], tuple]]:
+        """Batches of equal (model, quality, latent shape): stream indices and the synthesis's arguments
+        ``(model, latents (B, C, h, w), quality index, image size or None)``.
+
+        Images that fit in one tile are batched (``max_batch_pixels`` output pixels per pass; on a
+        CUDA device only: a CPU decodes one image per pass); larger ones go one at a time.
         """
         groups: dict[tuple, list[int]] = {}
         for i, (header, model, _, _) in enumerate(parsed):
@@ -422,8 +486,7 @@ class Codec:
             model = parsed[indices[0]][1]
             q = parsed[indices[0]][0].quality - 1
             _, lh, lw = parsed[indices[0]][0].latent_shape
-            transforms = self._transforms(model)
-            one_tile = lh <= self.tile and lw <= self.tile and self.device.type != "cpu"
+            one_tile = lh <= self.tile and lw <= self.tile and self.device_type != "cpu"
             step = max(1, max_batch_pixels // (lh * lw * model.config.stride**2)) if one_tile else 1
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
@@ -432,47 +495,87 @@ class Codec:
                     lat, size = parsed[chunk[0]][2][None], (header.height, header.width)
                 else:
                     lat, size = np.stack([parsed[i][2] for i in chunk]), None
-                yield chunk, self._synthesize_tiled(transforms, lat, q, model.config.stride, size)
+                yield chunk, (model, lat, q, size)
+
+    def _passes(self, lh: int, lw: int, stride: int, height: int, width: int) -> list[tuple[tuple[slice, ...], ...]]:
+        """The synthesis passes over a ``lh`` × ``lw`` latent grid, one per tile: for each, the latent
+        rows and columns it reads (core and halo), the pixels of its output kept (the core's, cut at
+        ``height`` × ``width``) and where they go in the image."""
+        passes = []
+        for top, bottom, left, right in tiles(lh, lw, self.tile):
+            t0, t1 = max(top - HALO_LATENTS, 0), min(bottom + HALO_LATENTS, lh)
+            l0, l1 = max(left - HALO_LATENTS, 0), min(right + HALO_LATENTS, lw)
+            rows = min(bottom * stride, height) - top * stride
+            cols = min(right * stride, width) - left * stride
+            y0, x0 = (top - t0) * stride, (left - l0) * stride
+            passes.append(
+                (
+                    (slice(t0, t1), slice(l0, l1)),
+                    (slice(y0, y0 + rows), slice(x0, x0 + cols)),
+                    (slice(top * stride, top * stride + rows), slice(left * stride, left * stride + cols)),
+                )
+            )
+        return passes
+
+    def _synthesize_numpy(
+        self, model: LoadedModel, latents: np.ndarray, q: int, size: tuple[int, int] | None
+    ) -> np.ndarray:
+        """Integer latents (1, C, h, w) → uint8 pixels (H, W, 3), with NumPy and one BLAS thread.
+
+        (H, W) is ``size``, else the padded grid's. The only full-size allocation is the output;
+        each tile's activations are freed before the next tile runs.
+        """
+        synthesis = model.cpu_synthesis()
+        stride = model.config.stride
+        _, _, lh, lw = latents.shape
+        height, width = size or (lh * stride, lw * stride)
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        with blas_one_thread():
+            for (rows, cols), crop, target in self._passes(lh, lw, stride, height, width):
+                x = synthesis(latents[0, :, rows, cols], q)[crop]
+                np.clip(x, 0.0, 1.0, out=x)
+                x *= 255.0
+                out[target] = np.rint(x, out=x)
+                del x
+        return out
 
     def _cpu_one_thread(self) -> contextlib.AbstractContextManager:
         """On the CPU, one intra-op thread: decoded pixels then depend neither on the thread count nor
         on batching (CPU images are decoded one per pass; two threads on one image measured no faster)."""
-        return one_thread() if self.device.type == "cpu" else contextlib.nullcontext()
+        from aezip.model.inference import one_thread
+
+        return one_thread() if self.device_type == "cpu" else contextlib.nullcontext()
 
     def _synthesize_tiled(
-        self, transforms: Any, latents: np.ndarray, q: int, stride: int, size: tuple[int, int] | None = None
+        self, model: LoadedModel, latents: np.ndarray, q: int, size: tuple[int, int] | None = None
     ) -> torch.Tensor:
-        """Integer latents (B, C, h, w) → uint8 pixels (B, 3, H, W) on the device.
+        """Integer latents (B, C, h, w) → uint8 pixels (B, 3, H, W) on the device, with PyTorch.
 
-        (H, W) is ``size`` (the image's own, for a multi-tile pass) or the padded (h·stride, w·stride).
+        (H, W) is ``size`` (the image's own) or the padded (h·stride, w·stride).
         Several tiles are written into one uint8 buffer laid out channels last, cropped to ``size``:
         the only full-size allocation; each tile's activations are freed before the next tile runs.
         """
+        import torch
+
+        transforms = self._transforms(model)
+        stride = model.config.stride
         b, _, lh, lw = latents.shape
-        parts = tiles(lh, lw, self.tile)
         height, width = size or (lh * stride, lw * stride)
+        passes = self._passes(lh, lw, stride, height, width)
         out = None
         with torch.inference_mode(), self._cpu_one_thread():
-            if len(parts) > 1:
+            if len(passes) > 1:
                 out = torch.empty((b, height, width, 3), dtype=torch.uint8, device=self.device)
-            for top, bottom, left, right in parts:
-                t0, t1 = max(top - HALO_LATENTS, 0), min(bottom + HALO_LATENTS, lh)
-                l0, l1 = max(left - HALO_LATENTS, 0), min(right + HALO_LATENTS, lw)
-                lat = torch.from_numpy(np.ascontiguousarray(latents[:, :, t0:t1, l0:l1])).to(self.device)
+            for (rows, cols), (crop_y, crop_x), (dst_y, dst_x) in passes:
+                lat = torch.from_numpy(np.ascontiguousarray(latents[:, :, rows, cols])).to(self.device)
                 with self._autocast():
                     x_hat = transforms.synthesize(lat.float(), q)
                 del lat
-                y0, x0 = (top - t0) * stride, (left - l0) * stride
-                if out is None:
-                    x_hat = x_hat[:, :, y0 : y0 + (bottom - top) * stride, x0 : x0 + (right - left) * stride]
-                    return x_hat.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).contiguous()
-                rows = min(bottom * stride, height) - top * stride
-                cols = min(right * stride, width) - left * stride
-                x_hat = x_hat[:, :, y0 : y0 + rows, x0 : x0 + cols]
-                pixels = x_hat.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+                pixels = x_hat[:, :, crop_y, crop_x].float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
                 del x_hat
-                target = out[:, top * stride : top * stride + rows, left * stride : left * stride + cols]
-                target.copy_(pixels.permute(0, 2, 3, 1))
+                if out is None:
+                    return pixels.contiguous()
+                out[:, dst_y, dst_x].copy_(pixels.permute(0, 2, 3, 1))
                 del pixels
         assert out is not None
         return out.permute(0, 3, 1, 2)
@@ -513,7 +616,8 @@ def _section(data: bytes, pos: int) -> tuple[bytes, int]:
 
 def prepare_any(image: Any) -> Prepared:
     """Accept a PIL image, numpy array or torch tensor and prepare it for the model."""
-    if isinstance(image, torch.Tensor):
+    torch = sys.modules.get("torch")  # an object can only be a tensor once torch is loaded
+    if torch is not None and isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.is_floating_point():
             t = (t.clamp(0, 1) * 255).round().to(torch.uint8)

@@ -32,7 +32,7 @@ from aezip.codec import Codec
 from aezip.container import MemberInfo, MemberKind
 from aezip.errors import AezipError
 from aezip.imagefile import is_image_name
-from aezip.runtime import keep_freed_memory
+from aezip.runtime import keep_freed_memory, one_blas_thread
 from aezip.sharded import open_archive
 
 #: Output pixels per synthesis forward pass (the default of :meth:`aezip.Codec.decode_many`).
@@ -163,6 +163,7 @@ class ImageArchiveDataset(Dataset):
             device = self.device
             if get_worker_info() is not None:
                 keep_freed_memory()  # a DataLoader worker exists to decode: see aezip.runtime
+                one_blas_thread()
                 device = "cpu" if device == "auto" else device
             self._codec = Codec(device=device, models=self.models)
             self._codec_pid = os.getpid()

@@ -48,7 +48,6 @@ from aezip.container import ArchiveWriter, MemberInfo, MemberKind, validate_memb
 from aezip.container.spec import validate_link_target
 from aezip.errors import AezipError, UnsafePathError, UnsupportedImageError
 from aezip.imagefile import DEFAULT_JPEG_QUALITY, MAX_CODED_PIXELS, identify, is_image_name
-from aezip.model.inference import one_thread
 from aezip.model.registry import model_name
 from aezip.parallel import ordered_map
 from aezip.quality import QualityTarget
@@ -278,8 +277,10 @@ def pack(
 
 @contextmanager
 def _threads_for(jobs: int) -> Iterator[None]:
-    """One intra-op thread per job when images are coded in parallel (more only compete for cores)."""
+    """One intra-op thread per job when images are encoded in parallel (more only compete for cores)."""
     if jobs > 1:
+        from aezip.model.inference import one_thread
+
         with one_thread():
             yield
     else:
@@ -416,8 +417,8 @@ def _decoded_files(
 
     if jobs > 1:
         archive.codec  # noqa: B018 - create the decoder once, before the workers share it
-    with _threads_for(jobs):
-        yield from ordered_map(restore, payloads(), jobs, pixels, PIXELS_IN_FLIGHT)
+    # Each decode pins its own threads (one BLAS or intra-op thread per image on the CPU).
+    yield from ordered_map(restore, payloads(), jobs, pixels, PIXELS_IN_FLIGHT)
 
 
 #: Payloads read together by unpack and verify (one range request per run at a URL): at most this many

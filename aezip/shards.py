@@ -43,7 +43,6 @@ from aezip.manifest import (
     file_sha256,
     parse_manifest,
 )
-from aezip.model.inference import one_thread
 from aezip.pack import ON_ERROR, Collected, Entry, Summary, check_inputs, collect, pack
 from aezip.quality import QualityTarget
 from aezip.remote import FolderStore, SourceFile, StorageOptions, download_source, is_url, list_source
@@ -167,6 +166,8 @@ def _pack_shard_from_store(task: ShardTask) -> ShardResult:
 
 
 def _pack_shard_at(task: ShardTask, path: Path) -> ShardResult:
+    from aezip.model.inference import one_thread
+
     with one_thread():
         summary = pack(
             Path(task.src),

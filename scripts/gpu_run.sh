@@ -4,7 +4,7 @@
 #   scripts/gpu_run.sh OUTDIR MINUTES [extra `aezip train` options]
 #
 # Reads training/validation images from $AEZIP_GPU_DATA (default .gpu/data/{train,val}) and the
-# wheels the GPU machine lacks (zstandard, constriction) from $AEZIP_GPU_WHEELS (default .whl);
+# wheels the GPU machine lacks (zstandard, constriction, threadpoolctl) from $AEZIP_GPU_WHEELS (default .whl);
 # both are ignored folders carried beside the tree. Continues the shipped default model with
 # --init when its architecture is the one trained here, otherwise starts from scratch.
 # Leaves in OUTDIR (at most 8 files, each far under 16 MiB): model.safetensors, its card
@@ -31,7 +31,7 @@ WORK=$(mktemp -d)
 cd "$ROOT" || exit 1
 
 # 1. Install: the wheels the machine lacks, then the project itself from the tree.
-if ! python3 -c "import zstandard, constriction" 2>/dev/null; then
+if ! python3 -c "import zstandard, constriction, threadpoolctl" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" "$WHEELS"/*.whl \
         || { echo "cannot install the wheels in $WHEELS" >&2; exit 1; }
     export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare what scripts/gpu_run.sh needs on the GPU machine, in two ignored folders beside the tree:
-#   .whl/      cp312 manylinux wheels of the packages the GPU image lacks (zstandard, constriction)
+#   .whl/      cp312 manylinux wheels of the packages the GPU image lacks (zstandard, constriction,
+#              threadpoolctl)
 #   .gpu/data/ train crops (copied) and validation photos (as lossless WebP, to fit the 64 MiB carry)
 # Usage: scripts/prepare_gpu_carry.sh [SHARED_DATA_DIR]   (default ../shared/data)
 # Then: run tool with carry [".gpu", ".whl"] and `bash scripts/gpu_run.sh $OUT 6.5 --batch 64 --crop 192 ...`.
@@ -11,8 +12,8 @@ cd "$ROOT"
 for path in /.whl/ /.gpu/; do
     grep -qxF "$path" .git/info/exclude 2>/dev/null || echo "$path" >> .git/info/exclude
 done
-versions=$(python3 -c "import zstandard, constriction, importlib.metadata as m; \
-print(f\"zstandard=={m.version('zstandard')} constriction=={m.version('constriction')}\")")
+versions=$(python3 -c "import zstandard, constriction, threadpoolctl, importlib.metadata as m; \
+print(' '.join(f'{p}=={m.version(p)}' for p in ('zstandard', 'constriction', 'threadpoolctl')))")
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl $versions

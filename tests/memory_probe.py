@@ -49,9 +49,10 @@ def _status(key: str) -> int:
 
 def _patch() -> None:
     """Replace the transforms by stand-ins, except on the call chosen in ``_real_call``."""
+    from aezip.model.cpu_synthesis import CpuSynthesis
     from aezip.model.inference import InferenceModel
 
-    real_analyze, real_synthesize = InferenceModel.analyze, InferenceModel.synthesize
+    real_analyze, real_synthesize = InferenceModel.analyze, CpuSynthesis.__call__
 
     def analyze(self: InferenceModel, x: torch.Tensor, quality: int) -> torch.Tensor:
         _calls["analyze"] += 1
@@ -62,14 +63,15 @@ def _patch() -> None:
         cells = F.avg_pool2d(x, 16).sub_(0.5).mul_(16)
         return F.pad(cells, (0, 0, 0, 0, 0, self.config.bottleneck - cells.shape[1]))
 
-    def synthesize(self: InferenceModel, y: torch.Tensor, quality: int) -> torch.Tensor:
+    def synthesize(self: CpuSynthesis, latents: np.ndarray, quality: int) -> np.ndarray:
         _calls["synthesize"] += 1
         if _calls["synthesize"] - 1 == _real_call["synthesize"] or _real_call["synthesize"] < 0:
-            return real_synthesize(self, y, quality)
-        return F.interpolate(y[:, :3].float().div(8).add_(0.5), scale_factor=16, mode="nearest")
+            return real_synthesize(self, latents, quality)
+        cells = latents[:3].transpose(1, 2, 0).astype(np.float32) / 8 + 0.5
+        return cells.repeat(16, axis=0).repeat(16, axis=1)
 
     InferenceModel.analyze = analyze  # type: ignore[method-assign]
-    InferenceModel.synthesize = synthesize  # type: ignore[method-assign]
+    CpuSynthesis.__call__ = synthesize  # type: ignore[method-assign]
 
 
 def _warm_up() -> None:

@@ -38,8 +38,6 @@ from typing import TYPE_CHECKING
 
 import constriction
 import numpy as np
-import torch
-from safetensors.torch import save as st_save
 
 from aezip.entropy.ans import _escape_codes, _escape_values, _one_line, _read_varints, _write_varints, checked_latents
 from aezip.entropy.tables import CdfTables
@@ -237,6 +235,9 @@ def context_to_bytes(qualities: list[ContextTables], model_sha256: str, extra: d
     of symbols whose frequency is not 1, and the escape's frequency; the other symbols have
     frequency 1. Loading rebuilds the rectangular ``CdfTables`` exactly.
     """
+    import torch
+    from safetensors.torch import save as st_save
+
     tensors: dict[str, torch.Tensor] = {}
     for q, t in enumerate(qualities):
         freq = t.tables.freq[:, :-1]
@@ -297,7 +298,7 @@ def context_from_bytes(data: bytes, model_sha256: str, channels: int, qualities:
     names = ("order", "thresholds", "cap", "low", "symbols", "precision", "start", "length", "values", "escape")
     for q in range(qualities):
         try:
-            part = {n: tensors[f"ctx.{q}.{n}"].numpy().astype(np.int64) for n in names}
+            part = {n: tensors[f"ctx.{q}.{n}"].astype(np.int64) for n in names}
         except KeyError as exc:
             raise ModelError(f"{source}: missing {exc}") from None
         if part["order"].shape != (channels,) or part["thresholds"].ndim != 2 or part["cap"].size != 1:

@@ -12,12 +12,16 @@ range (their value is then sent separately). ``freq[c, s] >= 1`` and each row su
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from aezip.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 PRECISION = 16
 MAX_SYMBOLS = 1024
@@ -85,6 +89,8 @@ class CdfTables:
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """Tensors for the model file (int32, little-endian once saved)."""
+        import torch
+
         return {
             "low": torch.from_numpy(self.low.astype(np.int32)),
             "freq": torch.from_numpy(self.freq.astype(np.int32)),
@@ -92,12 +98,12 @@ class CdfTables:
         }
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], channels: int) -> CdfTables:
-        """Inverse of :meth:`to_tensors`, checking the channel count against the model's."""
+    def from_tensors(cls, tensors: Mapping[str, np.ndarray | torch.Tensor], channels: int) -> CdfTables:
+        """Inverse of :meth:`to_tensors` (arrays or CPU tensors), checking the channel count against the model's."""
         try:
-            low = tensors["low"].numpy().astype(np.int32)
-            freq = tensors["freq"].numpy().astype(np.int32)
-            precision = int(tensors["precision"].reshape(-1)[0])
+            low = np.asarray(tensors["low"]).astype(np.int32)
+            freq = np.asarray(tensors["freq"]).astype(np.int32)
+            precision = int(np.asarray(tensors["precision"]).reshape(-1)[0])
         except (KeyError, IndexError) as exc:
             raise ModelError(f"entropy tables: missing {exc}") from None
         if low.shape != (channels,):

@@ -5,28 +5,33 @@ under ``tables.*`` (see ``aezip.entropy.tables``). Its identity is the sha256 of
 bytes; archives record it, and loading verifies it, so an archive is never decoded with a
 different network than the one that encoded it. Nothing is unpickled: safetensors only parses a
 JSON header and raw little-endian buffers.
+
+Loading needs no PyTorch: the tensors are read as NumPy arrays (float weights widened to
+float32), which is all a CPU decoder uses (:mod:`aezip.model.cpu_synthesis`). The PyTorch network
+(:attr:`LoadedModel.net`, for encoding, GPUs and training) is built from them on first use.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+from safetensors.numpy import load as st_load
 
 from aezip.entropy.tables import CdfTables
 from aezip.errors import ModelError
-from aezip.model.autoencoder import Autoencoder
 from aezip.model.config import ModelConfig
 
 if TYPE_CHECKING:
     from aezip.entropy.context import ContextModel
+    from aezip.model.autoencoder import Autoencoder
+    from aezip.model.cpu_synthesis import CpuSynthesis
 
 FORMAT_TAG = "aezip-model/1"
 MODEL_ID_BYTES = 16  # prefix of the sha256 recorded in archives
@@ -34,15 +39,24 @@ MODEL_ID_BYTES = 16  # prefix of the sha256 recorded in archives
 
 @dataclass
 class LoadedModel:
-    """A network ready to run, its entropy tables (one per quality) and its identity."""
+    """A network's weights, its entropy tables (one per quality) and its identity.
 
-    net: Autoencoder
+    ``weights`` are the network's tensors by state-dict name (NumPy; float ones as float32).
+    The forms that run are built from them on first use, once (thread-safe): :attr:`net`, the
+    PyTorch network, and :meth:`cpu_synthesis`, the NumPy decoder.
+    """
+
+    config: ModelConfig
+    weights: dict[str, np.ndarray]
     tables: list[CdfTables]
     sha256: str
     metadata: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
     name: str | None = None  # set for the models aezip ships (``aezip.model.registry``)
     context: ContextModel | None = None  # side-file tables of ``ans-ctx``, loaded on first use
+    _net: Autoencoder | None = field(default=None, init=False, repr=False)
+    _synthesis: CpuSynthesis | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def model_id(self) -> bytes:
@@ -50,8 +64,38 @@ class LoadedModel:
         return bytes.fromhex(self.sha256)[:MODEL_ID_BYTES]
 
     @property
-    def config(self) -> ModelConfig:
-        return self.net.config
+    def net(self) -> Autoencoder:
+        """The PyTorch network (imports torch; built on first use, in eval mode, on the CPU).
+
+        :class:`ModelError` if the weights do not fit the stored config.
+        """
+        with self._lock:
+            if self._net is None:
+                self._net = _build_net(self.config, self.weights, self.path or "model")
+            return self._net
+
+    def cpu_synthesis(self) -> CpuSynthesis:
+        """The NumPy synthesis transform (no torch; built on first use, about 0.2 s)."""
+        from aezip.model.cpu_synthesis import CpuSynthesis
+
+        with self._lock:
+            if self._synthesis is None:
+                self._synthesis = CpuSynthesis(self.weights, self.config.levels)
+            return self._synthesis
+
+
+def _build_net(config: ModelConfig, weights: dict[str, np.ndarray], source: object) -> Autoencoder:
+    import torch
+
+    from aezip.model.autoencoder import Autoencoder
+
+    net = Autoencoder(config)
+    try:
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelError(f"{source}: weights do not match the stored config ({first})") from None
+    return net.eval()
 
 
 def model_to_bytes(
@@ -61,6 +105,9 @@ def model_to_bytes(
     half: bool = False,
 ) -> bytes:
     """Serialise a network and its tables; ``half`` stores float weights as fp16 (smaller file)."""
+    import torch
+    from safetensors.torch import save as st_save
+
     tensors: dict[str, torch.Tensor] = {}
     for name, value in net.state_dict().items():
         value = value.detach().cpu().contiguous()
@@ -73,8 +120,8 @@ def model_to_bytes(
     return st_save(tensors, metadata=metadata)
 
 
-def read_safetensors(data: bytes, source: str, what: str = "file") -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and ``__metadata__`` of safetensors bytes; :class:`ModelError` naming ``source`` if they are not."""
+def read_safetensors(data: bytes, source: str, what: str = "file") -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays and ``__metadata__`` of safetensors bytes; :class:`ModelError` naming ``source`` if they are not."""
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
@@ -91,13 +138,11 @@ def model_from_bytes(data: bytes, source: str = "model") -> LoadedModel:
     if metadata.get("format") != FORMAT_TAG:
         raise ModelError(f"{source}: not an aezip model (format tag {metadata.get('format')!r})")
     config = ModelConfig.from_json(metadata.get("config", ""))
-    net = Autoencoder(config)
-    state = {k[4:]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith("net.")}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ModelError(f"{source}: weights do not match the stored config ({first})") from None
+    weights = {
+        k[4:]: np.array(v, dtype=np.float32 if v.dtype.kind == "f" else v.dtype)
+        for k, v in tensors.items()
+        if k.startswith("net.")
+    }
     tables = []
     for q in range(config.qualities):
         prefix = f"tables.{q}."
@@ -105,8 +150,7 @@ def model_from_bytes(data: bytes, source: str = "model") -> LoadedModel:
         if not part:
             raise ModelError(f"{source}: no entropy tables for quality {q + 1}")
         tables.append(CdfTables.from_tensors(part, config.bottleneck))
-    net.eval()
-    return LoadedModel(net=net, tables=tables, sha256=sha, metadata=dict(metadata))
+    return LoadedModel(config=config, weights=weights, tables=tables, sha256=sha, metadata=dict(metadata))
 
 
 def load_model(path: str | Path) -> LoadedModel:
