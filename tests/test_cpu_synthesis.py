@@ -70,21 +70,26 @@ def _random_igdn(c: int, seed: int) -> tuple[cs.InverseGDN, GDN]:
 # --- WinogradUp / SubpixelUp against conv_transpose2d -------------------------------------------
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     h=st.integers(1, 20),
     w=st.integers(1, 20),
     c_in=st.integers(1, 8),
     c_out=st.integers(1, 6),
     chunk_tiles=st.sampled_from([1, 2, 4, 512]),
+    with_igdn=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_winograd_matches_conv_transpose(h: int, w: int, c_in: int, c_out: int, chunk_tiles: int, seed: int) -> None:
+def test_winograd_matches_conv_transpose(
+    h: int, w: int, c_in: int, c_out: int, chunk_tiles: int, with_igdn: bool, seed: int
+) -> None:
+    """WinogradUp = conv_transpose2d (followed, with an inverse GDN, by torch's GDN)."""
     weight, bias = _conv_params(c_in, c_out, seed)
+    igdn, gdn = _random_igdn(c_out, seed) if with_igdn else (None, None)
     x = _input(h, w, c_in, seed)
     with mock.patch.object(cs, "CHUNK_TILES", chunk_tiles):
-        got = cs.WinogradUp(weight, bias)(x)
-    _assert_close(got, _reference(x, weight, bias))
+        got = cs.WinogradUp(weight, bias, igdn)(x)
+    _assert_close(got, _reference(x, weight, bias, gdn))
 
 
 @settings(max_examples=25, deadline=None)
@@ -142,24 +147,6 @@ def test_wrong_input_channels_rejected() -> None:
 
 
 # --- WinogradUp followed by the inverse GDN -----------------------------------------------------
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    h=st.integers(1, 20),
-    w=st.integers(1, 20),
-    c_in=st.integers(1, 6),
-    c_out=st.integers(1, 6),
-    chunk_tiles=st.sampled_from([1, 4, 512]),
-    seed=st.integers(0, 2**16),
-)
-def test_winograd_with_igdn_matches_torch(h: int, w: int, c_in: int, c_out: int, chunk_tiles: int, seed: int) -> None:
-    weight, bias = _conv_params(c_in, c_out, seed)
-    igdn, gdn = _random_igdn(c_out, seed)
-    x = _input(h, w, c_in, seed)
-    with mock.patch.object(cs, "CHUNK_TILES", chunk_tiles):
-        got = cs.WinogradUp(weight, bias, igdn)(x)
-    _assert_close(got, _reference(x, weight, bias, gdn))
 
 
 @pytest.mark.parametrize(("h", "w"), [(1, 1), (13, 8), (40, 20)])

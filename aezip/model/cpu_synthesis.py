@@ -117,7 +117,12 @@ def merged_kernel(weight: np.ndarray) -> np.ndarray:
 
 
 class InverseGDN:
-    """Inverse GDN on channels-last rows: ``x · sqrt(beta + x² · gammaᵀ)``, in place."""
+    """Inverse GDN on channels-last rows: ``x · sqrt(beta + x² · gammaᵀ)``, in place, :data:`BLOCK`
+    pixels at a time so the temporaries stay in a core's cache (54 against 96 ms for a whole
+    384×256×128 activation at once)."""
+
+    #: Pixels per step.
+    BLOCK = 2048
 
     def __init__(self, beta_root: np.ndarray, gamma_root: np.ndarray) -> None:
         c = beta_root.shape[0]
@@ -127,13 +132,15 @@ class InverseGDN:
         self.gamma_t = np.ascontiguousarray(np.square(gamma_root.astype(np.float32)).T)
 
     def apply_(self, x: np.ndarray, scratch: np.ndarray) -> None:
-        """``x`` (P, C) float32, overwritten with the result; ``scratch`` is a (≥ 2·P·C) float32 buffer."""
-        n = x.size
-        sq = np.multiply(x, x, out=scratch[:n].reshape(x.shape))
-        norm = np.matmul(sq, self.gamma_t, out=scratch[n : 2 * n].reshape(x.shape))
-        norm += self.beta
-        np.sqrt(norm, out=norm)
-        x *= norm
+        """``x`` (P, C) float32, overwritten with the result; ``scratch``: ≥ 2·min(P, BLOCK)·C float32."""
+        for start in range(0, x.shape[0], self.BLOCK):
+            block = x[start : start + self.BLOCK]
+            n = block.size
+            sq = np.multiply(block, block, out=scratch[:n].reshape(block.shape))
+            norm = np.matmul(sq, self.gamma_t, out=scratch[n : 2 * n].reshape(block.shape))
+            norm += self.beta
+            np.sqrt(norm, out=norm)
+            block *= norm
 
 
 class WinogradUp:
@@ -146,8 +153,10 @@ class WinogradUp:
         self.c_in, self.c_out = weight.shape[:2]
         if bias.shape != (self.c_out,):
             raise ModelError(f"transposed convolution bias of shape {bias.shape}, expected ({self.c_out},)")
-        u = np.einsum("pi,kcij,qj->pqck", g, merged_kernel(weight), g)
-        self.u = np.ascontiguousarray(u.reshape(self.alpha**2, self.c_in, 4 * self.c_out), dtype=np.float32)
+        k = 4 * self.c_out
+        taps = np.ascontiguousarray(merged_kernel(weight).transpose(2, 3, 1, 0)).reshape(3, 3 * self.c_in * k)
+        u = np.matmul(g, (g @ taps).reshape(self.alpha, 3, self.c_in * k))  # (p, q, Cin·4·Cout), contiguous
+        self.u = u.reshape(self.alpha**2, self.c_in, k).astype(np.float32)
         self.bias4 = np.tile(bias.astype(np.float32), 4)  # output channel order (ry, rx, c)
         self.bt = bt.astype(np.float32)
         self.at = at.astype(np.float32)
@@ -173,7 +182,7 @@ class WinogradUp:
         mbuf = np.empty(a2 * tmax * max(c, k), dtype=np.float32)  # also holds Bᵀ d
         zbuf = np.empty(a * m * tw * k, dtype=np.float32)
         ybuf = np.empty(m * m * tw * k, dtype=np.float32)
-        gbuf = np.empty(2 * 2 * m * 2 * w * cout, dtype=np.float32) if self.igdn is not None else None
+        gbuf = np.empty(2 * InverseGDN.BLOCK * cout, dtype=np.float32) if self.igdn is not None else None
         one = a + 1  # index of the point (1, 1): its column of kron(Aᵀ, Aᵀ) is all ones
         twf, pc = w // m, w % m  # full tile columns; output columns of the partial last one
         cols = [(0, twf, m, 0)] if twf else []
@@ -215,47 +224,48 @@ class SubpixelUp:
     matrix product and nine shifted sums.
 
     For so few outputs Winograd does not pay (its input transform costs as much as for a wide
-    layer). Instead ``Z = X · W`` gives each input pixel's contribution to all nine taps of the
-    merged 3×3 sub-pixel kernel at once (one ``sgemm`` with ``9·4·Cout`` columns), and output pixel
-    ``(y, x)`` of phase-major channels is ``Σ Z[y + jy, x + jx, tap(jy, jx)]``; the sums are written
+    layer). Instead ``Z = Wᵀ · Xᵀ`` gives each input pixel's contribution to all nine taps of the
+    merged 3×3 sub-pixel kernel at once (one ``sgemm`` with ``9·4·Cout`` rows, laid out tap, channel,
+    row, column so each shifted sum runs along whole rows), and output pixel ``(y, x)`` of the
+    phase-major channels is ``Σ Z[tap(jy, jx), :, y + jy, x + jx]``; the sums are written
     pixel-shuffled straight into the output.
     """
 
     #: Input rows per matrix product (bounds ``Z`` to a few MB).
-    ROWS = 16
+    ROWS = 8
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
         self.c_in, self.c_out = weight.shape[:2]
         if bias.shape != (self.c_out,):
             raise ModelError(f"transposed convolution bias of shape {bias.shape}, expected ({self.c_out},)")
         k = merged_kernel(weight)  # (4·Cout, Cin, 3, 3)
-        self.w = np.ascontiguousarray(k.transpose(1, 2, 3, 0).reshape(self.c_in, 9 * k.shape[0]), dtype=np.float32)
-        self.bias4 = np.tile(bias.astype(np.float32), 4)
+        self.wt = np.ascontiguousarray(k.transpose(2, 3, 0, 1).reshape(9 * k.shape[0], self.c_in), dtype=np.float32)
+        self.bias4 = np.tile(bias.astype(np.float32), 4)[:, None, None]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(H, W, Cin) float32 → (2H, 2W, Cout) float32, channels last."""
         h, w, c = x.shape
         if c != self.c_in:
             raise ValueError(f"expected {self.c_in} input channels, got {c}")
-        k = 4 * self.c_out
+        cout = self.c_out
+        k = 4 * cout
         xp = np.zeros((h + 2, w + 2, c), dtype=np.float32)
         xp[1 : h + 1, 1 : w + 1] = x
-        out = np.empty((2 * h, 2 * w, self.c_out), dtype=np.float32)
-        phases = out.reshape(h, 2, w, 2, self.c_out).transpose(0, 2, 1, 3, 4)  # a view: (y, x, ry, rx, c)
-        zbuf = np.empty((self.ROWS + 2) * (w + 2) * 9 * k, dtype=np.float32)
-        acc = np.empty(self.ROWS * w * k, dtype=np.float32)
+        out = np.empty((2 * h, 2 * w, cout), dtype=np.float32)
+        phases = out.reshape(h, 2, w, 2, cout).transpose(0, 2, 1, 3, 4)  # a view: (y, x, ry, rx, c)
+        zbuf = np.empty(9 * k * (self.ROWS + 2) * (w + 2), dtype=np.float32)
+        acc = np.empty(k * self.ROWS * w, dtype=np.float32)
         for y0 in range(0, h, self.ROWS):
             r = min(self.ROWS, h - y0)
-            z = np.matmul(
-                xp[y0 : y0 + r + 2].reshape(-1, c), self.w, out=zbuf[: (r + 2) * (w + 2) * 9 * k].reshape(-1, 9 * k)
-            )
-            z = z.reshape(r + 2, w + 2, 9, k)
-            s = acc[: r * w * k].reshape(r, w, k)
-            np.add(z[0:r, 0:w, 0], self.bias4, out=s)
+            rows = xp[y0 : y0 + r + 2].reshape(-1, c)
+            z = np.matmul(self.wt, rows.T, out=zbuf[: 9 * k * rows.shape[0]].reshape(9 * k, -1))
+            z = z.reshape(9, k, r + 2, w + 2)
+            s = acc[: k * r * w].reshape(k, r, w)
+            np.add(z[0, :, 0:r, 0:w], self.bias4, out=s)
             for tap in range(1, 9):
                 jy, jx = divmod(tap, 3)
-                s += z[jy : jy + r, jx : jx + w, tap]
-            phases[y0 : y0 + r] = s.reshape(r, w, 2, 2, self.c_out)
+                s += z[tap, :, jy : jy + r, jx : jx + w]
+            phases[y0 : y0 + r] = s.reshape(2, 2, cout, r, w).transpose(3, 4, 0, 1, 2)
         return out
 
 
