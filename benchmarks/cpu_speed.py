@@ -11,9 +11,9 @@ reference code (``PYTHONPATH=REF``, its default threads) and with this code (def
 and ``--jobs 1``), alternating round by round so a load spike on a shared machine hits both.
 Then ``ImageArchiveDataset`` with ``--workers`` DataLoader workers over the reference's archive,
 both codes in turn (images/s, best epoch after a warm-up). In process, one thread, per image: the
-analysis and synthesis in the training form (the old path) and in the inference form
-(channels_last transposed convolutions; and Winograd + sub-pixel, what aezip runs), beside
-Pillow's JPEG, WebP, AVIF and JPEG XL decode of the same image. Speeds are reported as ratios to
+analysis and synthesis in the training form (the old path), in the PyTorch inference form
+(channels_last transposed convolutions, the GPU path) and with the NumPy decoder (what aezip runs
+on a CPU), beside Pillow's JPEG, WebP, AVIF and JPEG XL decode of the same image. Speeds are reported as ratios to
 the reference measured in the same run.
 """
 

@@ -7,14 +7,14 @@ Usage (needs ``pip install onnxruntime onnx``; neither is a dependency of aezip)
 The image is encoded once with the shipped default model at ``--quality`` (default 6); its
 rounded latents are then decoded by each variant, round by round in turn (so a load spike on a
 shared machine hits every variant), and the median CPU time and wall time per variant are
-reported, with speeds relative to the PyTorch inference form that ``aezip`` decodes with:
+reported, with speeds relative to the PyTorch inference form:
 
-* ``torch inference form``: :class:`aezip.model.inference.InferenceModel` (what ``unpack`` runs);
+* ``torch inference form``: :class:`aezip.model.inference.InferenceModel` (the GPU decoder; on a
+  CPU ``aezip`` now decodes with NumPy, compared in ``benchmarks.cpu_speed``);
 * ``torch transposed, channels_last``: the training-form modules on a channels_last input;
-* ``ort transposed`` / ``ort sub-pixel``: each of those two graphs exported with the legacy
-  TorchScript exporter (``dynamo=False``; dynamic batch, height and width) and run by an ONNX
-  Runtime CPU session with one intra-op thread, at graph optimisation level ``all`` (NCHWc
-  layout) and ``extended``.
+* ``ort transposed``: the synthesis exported with the legacy TorchScript exporter
+  (``dynamo=False``; dynamic batch, height and width) and run by an ONNX Runtime CPU session with
+  one intra-op thread, at graph optimisation level ``all`` (NCHWc layout) and ``extended``.
 
 The largest pixel difference of each variant against the inference form is printed too.
 """
@@ -85,17 +85,15 @@ def measure(image: Path, quality: int, rounds: int) -> list[tuple[str, float, fl
     print(f"{image.name}: {w}x{h} px, latents {tuple(y_hat.shape)}, quality {quality}")
     with torch.no_grad():
         transposed = _export(net.synthesis, scaled[:, :, :8, :8])
-        subpixel = _export(torch.nn.Sequential(*fast.synthesis), scaled[:, :, :8, :8])
     scaled_np = scaled.numpy()
     scaled_cl = scaled.contiguous(memory_format=torch.channels_last)
     variants: dict[str, Callable[[], object]] = {
         "torch inference form": lambda: fast.synthesize(y_hat, q),
         "torch transposed, channels_last": lambda: net.synthesis(scaled_cl),
     }
-    for name, graph in (("transposed", transposed), ("sub-pixel", subpixel)):
-        for level in ("all", "extended"):
-            run = _session(graph, level)
-            variants[f"ort {name} ({level})"] = lambda run=run: run(scaled_np)
+    for level in ("all", "extended"):
+        run = _session(transposed, level)
+        variants[f"ort transposed ({level})"] = lambda run=run: run(scaled_np)
 
     def pixels(out: object) -> torch.Tensor:
         return torch.as_tensor(out).float().clamp(0, 1).mul(255).round()
