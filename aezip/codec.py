@@ -461,14 +461,14 @@ class Codec:
 
         Yields the stream indices of each batch and its uint8 pixels (B, 3, H, W) on the device:
         padded to whole latents, or cropped to the image for a batch of one (always, on the CPU).
-        A tiled image is a view of a buffer laid out channels last (``permute(0, 2, 3, 1)`` gives it
-        back without a copy).
+        A tiled image from PyTorch is a view of a buffer laid out channels last (``permute(0, 2, 3,
+        1)`` gives it back without a copy); the NumPy decoder's pixels are copied to (1, 3, H, W).
         """
         import torch
 
         for chunk, args in self._batches(parsed, max_batch_pixels):
             if self.numpy_decoder:
-                yield chunk, torch.from_numpy(self._synthesize_numpy(*args)).permute(2, 0, 1)[None]
+                yield chunk, torch.from_numpy(self._synthesize_numpy(*args)).permute(2, 0, 1).contiguous()[None]
             else:
                 yield chunk, self._synthesize_tiled(*args)
 
