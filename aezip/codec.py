@@ -136,6 +136,18 @@ def tiles(
     ]
 
 
+def with_halo(tile: tuple[int, int, int, int], height: int, width: int) -> tuple[int, int, int, int]:
+    """A core tile ``(top, bottom, left, right)`` grown by :data:`HALO_LATENTS` on each side, cut at
+    the ``height`` × ``width`` latent grid: the latents a transform pass of that tile covers."""
+    top, bottom, left, right = tile
+    return (
+        max(top - HALO_LATENTS, 0),
+        min(bottom + HALO_LATENTS, height),
+        max(left - HALO_LATENTS, 0),
+        min(right + HALO_LATENTS, width),
+    )
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad (B, C, H, W) on the bottom and right by edge replication to multiples of ``multiple``."""
     from torch.nn import functional as F
@@ -349,8 +361,7 @@ class Codec:
         latents = np.empty((model.config.bottleneck, lh, lw), dtype=LATENT_DTYPES[0])  # widened if a tile needs it
         with one_thread(), torch.inference_mode(), self._autocast():
             for top, bottom, left, right in tiles(lh, lw, self.tile):
-                t0, t1 = max(top - HALO_LATENTS, 0), min(bottom + HALO_LATENTS, lh)
-                l0, l1 = max(left - HALO_LATENTS, 0), min(right + HALO_LATENTS, lw)
+                t0, t1, l0, l1 = with_halo((top, bottom, left, right), lh, lw)
                 if t1 * stride <= h and l1 * stride <= w:
                     crop = image[t0 * stride : t1 * stride, l0 * stride : l1 * stride]
                 else:  # past the bottom or right edge: replicate the last row / column
@@ -431,11 +442,11 @@ class Codec:
         """
         parsed = [self._parse(s) for s in streams]
         out: list[Decoded | None] = [None] * len(streams)
-        for chunk, pixels in self._batches(parsed, max_batch_pixels):
+        for chunk, args in self._batches(parsed, max_batch_pixels):
             if self.numpy_decoder:
-                rgb = [self._synthesize_numpy(*pixels)]
+                rgb = [self._synthesize_numpy(*args)]
             else:
-                rgb = self._synthesize_tiled(*pixels).permute(0, 2, 3, 1).cpu().numpy()  # a tiled image: no copy
+                rgb = self._synthesize_tiled(*args).permute(0, 2, 3, 1).cpu().numpy()  # a tiled image: no copy
             for k, i in enumerate(chunk):
                 header, _, _, extras = parsed[i]
                 image = np.ascontiguousarray(rgb[k][: header.height, : header.width])
@@ -503,8 +514,7 @@ class Codec:
         ``height`` × ``width``) and where they go in the image."""
         passes = []
         for top, bottom, left, right in tiles(lh, lw, self.tile):
-            t0, t1 = max(top - HALO_LATENTS, 0), min(bottom + HALO_LATENTS, lh)
-            l0, l1 = max(left - HALO_LATENTS, 0), min(right + HALO_LATENTS, lw)
+            t0, t1, l0, l1 = with_halo((top, bottom, left, right), lh, lw)
             rows = min(bottom * stride, height) - top * stride
             cols = min(right * stride, width) - left * stride
             y0, x0 = (top - t0) * stride, (left - l0) * stride

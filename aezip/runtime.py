@@ -25,13 +25,14 @@ around every image (which cost 15 % more CPU time on ``unpack --jobs 2`` of Koda
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from threadpoolctl import ThreadpoolController
@@ -71,10 +72,34 @@ def keep_freed_memory() -> bool:
     return _done
 
 
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limits = None
-_blas_pinned = None
+class SharedSetting:
+    """A process-wide setting held while any thread is inside :meth:`held` (re-entrant and
+    thread-safe): the first to enter applies it, the last to leave undoes it.
+
+    ``apply`` makes the setting and returns what undoes it. Thread counts of numeric libraries are
+    process-wide, so images coded in parallel, each asking for one thread, share one setting.
+    """
+
+    def __init__(self, apply: Callable[[], Callable[[], object]]) -> None:
+        self._apply = apply
+        self._lock = threading.Lock()
+        self._users = 0
+        self._undo: Callable[[], object] | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._undo = self._apply()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._undo is not None:
+                    self._undo()
+                    self._undo = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -82,23 +107,13 @@ def _controller() -> ThreadpoolController:
     return ThreadpoolController()  # finds the BLAS libraries loaded so far (NumPy's, torch's)
 
 
-@contextmanager
-def blas_one_thread() -> Iterator[None]:
-    """Run the enclosed NumPy work with one BLAS thread (re-entrant and thread-safe: the limit is
-    process-wide, set by the first user and lifted when the last one leaves)."""
-    global _blas_users, _blas_limits
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_limits = _controller().limit(limits=1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0 and _blas_limits is not None:
-                _blas_limits.restore_original_limits()
-                _blas_limits = None
+_one_blas_thread = SharedSetting(lambda: _controller().limit(limits=1, user_api="blas").restore_original_limits)
+_blas_pinned = None
+
+
+def blas_one_thread() -> contextlib.AbstractContextManager[None]:
+    """Run the enclosed NumPy work with one BLAS thread (process-wide; see :class:`SharedSetting`)."""
+    return _one_blas_thread.held()
 
 
 def one_blas_thread() -> None:

@@ -143,21 +143,38 @@ class InverseGDN:
             block *= norm
 
 
-class WinogradUp:
+class _Up:
+    """What both forms of a stride-2 5×5 transposed convolution share: the shape checks, the bias
+    in phase-major channel order (ry, rx, c) and the zero-padded input."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        self.c_in, self.c_out = weight.shape[:2]
+        if bias.shape != (self.c_out,):
+            raise ModelError(f"transposed convolution bias of shape {bias.shape}, expected ({self.c_out},)")
+        self.bias4 = np.tile(bias.astype(np.float32), 4)
+
+    def _padded(self, x: np.ndarray, height: int, width: int) -> np.ndarray:
+        """``x`` (H, W, Cin) in a zero (height, width, Cin) array, one row and column in from the top left."""
+        h, w, c = x.shape
+        if c != self.c_in:
+            raise ValueError(f"expected {self.c_in} input channels, got {c}")
+        xp = np.zeros((height, width, c), dtype=np.float32)
+        xp[1 : h + 1, 1 : w + 1] = x
+        return xp
+
+
+class WinogradUp(_Up):
     """One stride-2 5×5 transposed convolution as Winograd F(6×6, 3×3) (see the module docstring),
     optionally followed by an inverse GDN applied tile row by tile row."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, igdn: InverseGDN | None = None) -> None:
+        super().__init__(weight, bias)
         at, g, bt = winograd_matrices(TILE)
         self.m, self.alpha = TILE, TILE + 2
-        self.c_in, self.c_out = weight.shape[:2]
-        if bias.shape != (self.c_out,):
-            raise ModelError(f"transposed convolution bias of shape {bias.shape}, expected ({self.c_out},)")
         k = 4 * self.c_out
         taps = np.ascontiguousarray(merged_kernel(weight).transpose(2, 3, 1, 0)).reshape(3, 3 * self.c_in * k)
         u = np.matmul(g, (g @ taps).reshape(self.alpha, 3, self.c_in * k))  # (p, q, Cin·4·Cout), contiguous
         self.u = u.reshape(self.alpha**2, self.c_in, k).astype(np.float32)
-        self.bias4 = np.tile(bias.astype(np.float32), 4)  # output channel order (ry, rx, c)
         self.bt = bt.astype(np.float32)
         self.at = at.astype(np.float32)
         self.igdn = igdn
@@ -165,15 +182,10 @@ class WinogradUp:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(H, W, Cin) float32 → (2H, 2W, Cout) float32, channels last."""
         h, w, c = x.shape
-        if c != self.c_in:
-            raise ValueError(f"expected {self.c_in} input channels, got {c}")
         m, a, cout = self.m, self.alpha, self.c_out
         a2, k = a * a, 4 * cout
         th, tw = -(-h // m), -(-w // m)
-        xp = np.zeros(
-            (m * th + 2, m * tw + 2, c), dtype=np.float32
-        )  # 1 px of zeros top/left, the rest of the last tile
-        xp[1 : h + 1, 1 : w + 1] = x
+        xp = self._padded(x, m * th + 2, m * tw + 2)  # zeros past the image fill the last tiles
         out = np.empty((2 * h, 2 * w, cout), dtype=np.float32)
         rows = max(1, min(th, CHUNK_TILES // tw))
         tmax = rows * tw
@@ -219,7 +231,7 @@ class WinogradUp:
         return out
 
 
-class SubpixelUp:
+class SubpixelUp(_Up):
     """A thin stride-2 5×5 transposed convolution (few outputs, e.g. the last, RGB one) as one
     matrix product and nine shifted sums.
 
@@ -235,22 +247,16 @@ class SubpixelUp:
     ROWS = 8
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
-        self.c_in, self.c_out = weight.shape[:2]
-        if bias.shape != (self.c_out,):
-            raise ModelError(f"transposed convolution bias of shape {bias.shape}, expected ({self.c_out},)")
+        super().__init__(weight, bias)
         k = merged_kernel(weight)  # (4·Cout, Cin, 3, 3)
         self.wt = np.ascontiguousarray(k.transpose(2, 3, 0, 1).reshape(9 * k.shape[0], self.c_in), dtype=np.float32)
-        self.bias4 = np.tile(bias.astype(np.float32), 4)[:, None, None]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(H, W, Cin) float32 → (2H, 2W, Cout) float32, channels last."""
         h, w, c = x.shape
-        if c != self.c_in:
-            raise ValueError(f"expected {self.c_in} input channels, got {c}")
         cout = self.c_out
         k = 4 * cout
-        xp = np.zeros((h + 2, w + 2, c), dtype=np.float32)
-        xp[1 : h + 1, 1 : w + 1] = x
+        xp = self._padded(x, h + 2, w + 2)
         out = np.empty((2 * h, 2 * w, cout), dtype=np.float32)
         phases = out.reshape(h, 2, w, 2, cout).transpose(0, 2, 1, 3, 4)  # a view: (y, x, ry, rx, c)
         zbuf = np.empty(9 * k * (self.ROWS + 2) * (w + 2), dtype=np.float32)
@@ -261,7 +267,7 @@ class SubpixelUp:
             z = np.matmul(self.wt, rows.T, out=zbuf[: 9 * k * rows.shape[0]].reshape(9 * k, -1))
             z = z.reshape(9, k, r + 2, w + 2)
             s = acc[: k * r * w].reshape(k, r, w)
-            np.add(z[0, :, 0:r, 0:w], self.bias4, out=s)
+            np.add(z[0, :, 0:r, 0:w], self.bias4[:, None, None], out=s)
             for tap in range(1, 9):
                 jy, jx = divmod(tap, 3)
                 s += z[tap, :, jy : jy + r, jx : jx + w]

@@ -13,9 +13,8 @@ Built from the stored weights at load time; the model file and the bitstream do 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import contextlib
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -23,34 +22,28 @@ from torch.nn import functional as F
 
 from aezip.model.autoencoder import Autoencoder, Quality
 from aezip.model.layers import GDN
-
-_thread_lock = threading.Lock()
-_thread_users = 0
-_saved_threads = 0
+from aezip.runtime import SharedSetting
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run the enclosed torch work with one intra-op thread (re-entrant and thread-safe).
+def _one_torch_thread() -> Callable[[], None]:
+    saved = torch.get_num_threads()
+    if saved == 1:
+        return lambda: None
+    torch.set_num_threads(1)
+    return lambda: torch.set_num_threads(saved)
+
+
+_one_thread = SharedSetting(_one_torch_thread)
+
+
+def one_thread() -> contextlib.AbstractContextManager[None]:
+    """Run the enclosed torch work with one intra-op thread (process-wide, re-entrant and thread-safe).
 
     The convolution library splits work differently for different thread counts, which changes
     float rounding and so, rarely, a rounded latent. Encoding under this context makes encoded
     bytes independent of the machine's core count; parallelism belongs across images instead.
     """
-    global _thread_users, _saved_threads
-    with _thread_lock:
-        if _thread_users == 0:
-            _saved_threads = torch.get_num_threads()
-            if _saved_threads != 1:
-                torch.set_num_threads(1)
-        _thread_users += 1
-    try:
-        yield
-    finally:
-        with _thread_lock:
-            _thread_users -= 1
-            if _thread_users == 0 and _saved_threads != 1:
-                torch.set_num_threads(_saved_threads)
+    return _one_thread.held()
 
 
 class InferenceGDN(nn.Module):
