@@ -44,23 +44,26 @@ print(f"aezip {aezip.__version__} on torch {torch.__version__}, {name}")
 PY
 
 # 2. Train: continue the default model when its architecture matches, else from scratch.
+# The default is whatever the package catalog names (never a fixed file name: each release adds one).
 INIT=()
-DEFAULT="$ROOT/aezip/model/weights/default.safetensors"
-if python3 - "$DEFAULT" "$CHANNELS" "$BOTTLENECK" <<'PY'
+DEFAULT=$(python3 -c "from aezip.model.registry import default_model_path as d; print(d())") \
+    || { echo "cannot find the shipped default model" >&2; exit 1; }
+python3 - "$DEFAULT" "$CHANNELS" "$BOTTLENECK" <<'PY'
 import sys
 from aezip.model.weights import load_model
 c = load_model(sys.argv[1]).config
-sys.exit(0 if (c.channels, c.bottleneck, c.levels) == (int(sys.argv[2]), int(sys.argv[3]), 4) else 1)
+sys.exit(0 if (c.channels, c.bottleneck, c.levels) == (int(sys.argv[2]), int(sys.argv[3]), 4) else 3)
 PY
-then
-    INIT=(--init "$DEFAULT")
-    echo "continuing the default model ($DEFAULT)"
-else
-    echo "default model has another architecture: training ${CHANNELS}/${BOTTLENECK} from scratch"
-fi
+case $? in
+    0) INIT=(--init "$DEFAULT")
+       echo "continuing the default model ($DEFAULT)" | tee "$OUTDIR/train.txt" ;;
+    3) echo "default model has another architecture: training ${CHANNELS}/${BOTTLENECK} from scratch" \
+           | tee "$OUTDIR/train.txt" ;;
+    *) echo "cannot read the default model $DEFAULT" >&2; exit 1 ;;
+esac
 python3 -m aezip train --data "$DATA/train" --val "$DATA/val" --out "$WORK/model.safetensors" \
     --minutes "$MINUTES" --steps 10000000 --channels "$CHANNELS" --bottleneck "$BOTTLENECK" "${INIT[@]}" "$@" \
-    2>&1 | tee "$OUTDIR/train.txt"
+    2>&1 | tee -a "$OUTDIR/train.txt"
 status=${PIPESTATUS[0]}
 for f in model.safetensors model.safetensors.json model.safetensors.log.jsonl; do
     [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUTDIR/$f"

@@ -16,14 +16,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from aezip.model.registry import default_model
 from aezip.model.weights import load_model
 from tests.conftest import photo_like
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_gpu_run_dry_run_on_cpu(tmp_path: Path) -> None:
+def _dry_run(tmp_path: Path, channels: int, bottleneck: int, speed_seconds: int = 150) -> Path:
+    """Run gpu_run.sh on the CPU for about a second of training; return its OUTDIR.
+
+    The speed stage gets ``speed_seconds`` (the script bounds it, and keeps the model if it runs out).
+    """
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)
     (data / "val").mkdir()
@@ -33,9 +37,10 @@ def test_gpu_run_dry_run_on_cpu(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "AEZIP_GPU_DATA": str(data),
-        "AEZIP_GPU_CHANNELS": "8",
-        "AEZIP_GPU_BOTTLENECK": "8",
+        "AEZIP_GPU_CHANNELS": str(channels),
+        "AEZIP_GPU_BOTTLENECK": str(bottleneck),
         "AEZIP_GPU_SPEED_ARGS": "--device cpu --limit 1 --batches 1 --budget 0",
+        "AEZIP_GPU_SPEED_SECONDS": str(speed_seconds),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     out = tmp_path / "out"
@@ -44,9 +49,17 @@ def test_gpu_run_dry_run_on_cpu(tmp_path: Path) -> None:
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     files = {p.name: p.stat().st_size for p in out.iterdir()}
-    expected = {"model.safetensors", "model.safetensors.json", "train.txt", "gpu_speed.json", "speed.txt"}
-    assert expected <= set(files) and len(files) <= 8
+    assert {"model.safetensors", "model.safetensors.json", "train.txt", "speed.txt"} <= set(files)
+    assert len(files) <= 8
     assert max(files.values()) < 16 * 2**20
+    return out
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_run_dry_run_on_cpu(tmp_path: Path) -> None:
+    out = _dry_run(tmp_path, channels=8, bottleneck=8)
+    assert (out / "gpu_speed.json").is_file()
+    assert "from scratch" in (out / "train.txt").read_text()
     card = json.loads((out / "model.safetensors.json").read_text())
     assert card["steps"] > 0 and card["architecture"]["channels"] == 8 and card["device"].startswith("cpu")
     assert card["sha256"] == load_model(out / "model.safetensors").sha256
@@ -54,6 +67,22 @@ def test_gpu_run_dry_run_on_cpu(tmp_path: Path) -> None:
     stages = {(r["stage"], r["precision"], r["batch"]) for r in speed["rows"]}
     assert stages == {(s, p, 1) for s in ("decode", "synthesis", "encode") for p in ("fp32", "bf16")}
     assert all(r["mp_s"] > 0 for r in speed["rows"]) and speed["dataset"]["images_s"] > 0
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_run_continues_the_shipped_default(tmp_path: Path) -> None:
+    """With the default's architecture, the visit trains on from the catalog's default model.
+
+    The full-size model's speed stage takes minutes on a CPU; the first test covers that stage.
+    """
+    default = default_model()
+    shipped = json.loads(default.path.with_suffix(".json").read_text())
+    config = load_model(default.path).config
+    out = _dry_run(tmp_path, channels=config.channels, bottleneck=config.bottleneck, speed_seconds=1)
+    assert f"continuing the default model ({default.path})" in (out / "train.txt").read_text()
+    card = json.loads((out / "model.safetensors.json").read_text())
+    assert card["lambdas"] == shipped["lambdas"]
+    assert card["cumulative_steps"] == shipped["cumulative_steps"] + card["steps"] and card["steps"] > 0
 
 
 def test_gpu_run_needs_its_arguments() -> None:
