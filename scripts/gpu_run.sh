@@ -45,21 +45,24 @@ PY
 
 # 2. Train: continue the default model when its architecture matches, else from scratch.
 # The default is whatever the package catalog names (never a fixed file name: each release adds one).
+# Prints the default's path; exit 0 when its architecture is the one trained here, 3 when not.
 INIT=()
-DEFAULT=$(python3 -c "from aezip.model.registry import default_model_path as d; print(d())") \
-    || { echo "cannot find the shipped default model" >&2; exit 1; }
-python3 - "$DEFAULT" "$CHANNELS" "$BOTTLENECK" <<'PY'
+DEFAULT=$(python3 - "$CHANNELS" "$BOTTLENECK" <<'PY'
 import sys
+from aezip.model.registry import default_model_path
 from aezip.model.weights import load_model
-c = load_model(sys.argv[1]).config
-sys.exit(0 if (c.channels, c.bottleneck, c.levels) == (int(sys.argv[2]), int(sys.argv[3]), 4) else 3)
+path = default_model_path()
+c = load_model(path).config
+print(path)
+sys.exit(0 if (c.channels, c.bottleneck, c.levels) == (int(sys.argv[1]), int(sys.argv[2]), 4) else 3)
 PY
+)
 case $? in
     0) INIT=(--init "$DEFAULT")
        echo "continuing the default model ($DEFAULT)" | tee "$OUTDIR/train.txt" ;;
     3) echo "default model has another architecture: training ${CHANNELS}/${BOTTLENECK} from scratch" \
            | tee "$OUTDIR/train.txt" ;;
-    *) echo "cannot read the default model $DEFAULT" >&2; exit 1 ;;
+    *) echo "cannot read the shipped default model" >&2; exit 1 ;;
 esac
 python3 -m aezip train --data "$DATA/train" --val "$DATA/val" --out "$WORK/model.safetensors" \
     --minutes "$MINUTES" --steps 10000000 --channels "$CHANNELS" --bottleneck "$BOTTLENECK" "${INIT[@]}" "$@" \
