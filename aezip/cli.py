@@ -33,6 +33,10 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+#: ``train --variant`` choices, spelled out so ``--help`` needs no torch; a test checks they equal
+#: :data:`aezip.train.step.VARIANT_CHOICES`.
+TRAIN_VARIANT_CHOICES = ("auto", "eager", "fp32", "compile", "graphs")
+
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
@@ -772,6 +776,33 @@ def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: in
 )
 @click.option("--val-limit", type=click.IntRange(1), help="Use only the first N validation images.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
+@click.option(
+    "--variant",
+    type=click.Choice(TRAIN_VARIANT_CHOICES),
+    default="eager",
+    show_default=True,
+    help="How a step runs: eager, fp32, compile (torch.compile), graphs (compiled, CUDA graphs); "
+    "auto times the candidates first, as training steps, and trains on with the fastest.",
+)
+@click.option(
+    "--bench-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=45.0,
+    show_default=True,
+    help="With --variant auto: timed seconds for all candidates together (warm-up not counted).",
+)
+@click.option(
+    "--bench",
+    metavar="VARIANT:BATCH,...",
+    help="With --variant auto: the candidates (default: eager and fp32 at --batch; eager, compile "
+    "and graphs at twice it).",
+)
+@click.option(
+    "--compile-backend",
+    default="inductor",
+    show_default=True,
+    help="torch.compile backend of the compiled variants (tests on a CPU use aot_eager).",
+)
 @_fail_cleanly
 def train_cmd(**kw: Any) -> None:
     """Train a variable-rate model on a folder of images."""

@@ -89,26 +89,31 @@ class Autoencoder(nn.Module):
             hidden = self.synthesis[0](y_hat.float() * self.inv_gain(quality))
         return self.synthesis[1:](hidden)
 
-    def forward(self, x: torch.Tensor, quality: Quality) -> ForwardResult:
+    def forward(self, x: torch.Tensor, quality: Quality, balanced: bool | None = None) -> ForwardResult:
         """Training pass: noisy latents for the rate, straight-through rounding for the decoder.
 
         ``quality`` is one quality index for the whole batch, or a (B,) tensor of indices so
         one step trains several qualities at once. ``bpp`` is per image, shape (B,).
+        ``balanced=True`` promises the trainer's sorted batch (every quality equally often), so
+        the rate needs no look at the indices on the host (no sync, nothing for a compiled
+        graph to break on); ``None`` looks.
         """
         y = self.analyze(x, quality)
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         y_round = y + (torch.round(y) - y).detach()
-        bpp = self._bits(y_noisy, quality) / (x.shape[2] * x.shape[3])
+        bpp = self._bits(y_noisy, quality, balanced) / (x.shape[2] * x.shape[3])
         return ForwardResult(x_hat=self.synthesize(y_round, quality), bpp=bpp)
 
-    def _bits(self, y: torch.Tensor, quality: Quality) -> torch.Tensor:
+    def _bits(self, y: torch.Tensor, quality: Quality, balanced: bool | None = None) -> torch.Tensor:
         """Estimated bits of each image's latents under its quality's prior, shape (B,)."""
         if isinstance(quality, int):
             return -torch.log2(self.priors[quality].likelihood(y)).sum(dim=(1, 2, 3))
+        if balanced:
+            return -torch.log2(stacked_likelihood(self.priors, y)).sum(dim=(1, 2, 3))
         q_cpu = quality.cpu()
         qualities = self.config.qualities
         k = q_cpu.numel() // qualities
-        if k > 0 and torch.equal(q_cpu, torch.arange(qualities).repeat_interleave(k)):
+        if balanced is None and k > 0 and torch.equal(q_cpu, torch.arange(qualities).repeat_interleave(k)):
             # The trainer's balanced, sorted batches: every prior in one batched pass.
             return -torch.log2(stacked_likelihood(self.priors, y)).sum(dim=(1, 2, 3))
         bits = torch.zeros(y.shape[0], device=y.device, dtype=torch.float32)

@@ -20,7 +20,10 @@ EMA_DECAY = 0.999
 class TrainOptions:
     """Every setting of a run; recorded verbatim in the model card.
 
-    ``lambdas=None`` keeps the ladder of the ``--init``/``--resume`` model, or the default ladder
+    ``variant`` is how a step runs (:mod:`aezip.train.step`); ``auto`` first times the
+    candidates in ``bench`` (default: :func:`aezip.train.step.default_candidates`) for
+    ``bench_seconds`` in all, as real training steps, then trains on with the fastest variant
+    and its batch size. ``lambdas=None`` keeps the ladder of the ``--init``/``--resume`` model, or the default ladder
     for a fresh model; with ``--init``, a different ladder re-ladders the model (``reladder``).
     """
 
@@ -49,6 +52,10 @@ class TrainOptions:
     log_every: int = 50
     val_limit: int | None = None
     threads: int | None = None
+    variant: str = "eager"
+    bench_seconds: float = 45.0
+    bench: str | None = None
+    compile_backend: str = "inductor"
     progress: bool = True
     command: str = field(default_factory=lambda: shlex.join(["aezip", *sys.argv[1:]]))
 

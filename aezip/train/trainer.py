@@ -8,7 +8,9 @@ steps. Priors and gains learn 10× faster than the transforms: they start far fr
 optimum and would otherwise lag behind (measured on the first CPU model: gains at the base rate
 moved less than 0.15 in 22k steps). An exponential moving average of the weights is what gets
 exported. Runs on CUDA when present (TF32, bf16 autocast for convolutions; GDN and priors stay
-fp32; crops are cut on the GPU), otherwise on the CPU. A checkpoint (weights, moving average,
+fp32; crops are cut on the GPU; fused Adam), otherwise on the CPU. How a step runs (eager,
+compiled, CUDA graphs) is a variant of :mod:`aezip.train.step`; ``--variant auto`` times the
+candidates first and trains on with the fastest. A checkpoint (weights, moving average,
 Adam state, counters; safetensors) is written every few minutes and at the end, so ``--resume``
 continues an interrupted run.
 """
@@ -19,8 +21,10 @@ import copy
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -33,9 +37,10 @@ from aezip.model.config import DEFAULT_LAMBDAS, ModelConfig
 from aezip.model.weights import load_model
 from aezip.train.data import CropSampler
 from aezip.train.export import export_model
-from aezip.train.loss import per_image_distortion, rd_loss
+from aezip.train.loss import per_image_distortion
 from aezip.train.options import GAIN_LR_SCALE, PRIOR_LR_SCALE, TrainOptions, TrainState
 from aezip.train.reladder import reladder
+from aezip.train.step import VARIANTS, TrainStep, Variant, benchmark, default_candidates, parse_candidates
 
 
 def _save_checkpoint(
@@ -121,6 +126,7 @@ def _build(
             {"params": gain_params, "lr_scale": GAIN_LR_SCALE},
         ],
         lr=options.lr,
+        fused=device.type == "cuda",
     )
     if optim_state:
         full = opt.state_dict()
@@ -168,8 +174,22 @@ def train(options: TrainOptions) -> Path:
     bar = _progress(options, state.step)
     start = time.monotonic() - state.seconds
     last_ckpt = time.monotonic()
-    use_amp = device.type == "cuda"
+
+    def make_step(variant: Variant) -> TrainStep:
+        return TrainStep(net, opt, lambdas, variant, options.loss, options.clip, options.compile_backend)
+
+    def after_step() -> None:
+        state.step += 1
+        _update_ema(ema, net, min(options.ema, (1 + state.step) / (10 + state.step)))
+        if bar is not None:
+            bar.update(1)
+
+    batch = options.batch
     try:
+        if options.variant == "auto":
+            step, batch = _benchmarked_step(options, make_step, sampler, gen, qualities, after_step, log)
+        else:
+            step = make_step(VARIANTS[options.variant])
         while state.step < options.steps:
             elapsed = time.monotonic() - start
             frac = state.step / options.steps
@@ -180,25 +200,16 @@ def train(options: TrainOptions) -> Path:
             lr = options.lr * (0.1 if frac >= options.lr_drop_at else 1.0)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            q = mixed_qualities(options.batch, qualities, gen)
-            x = sampler.batch(options.batch).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = net(x, q)
-            loss = rd_loss(out.x_hat, x, out.bpp, lambdas[q.to(device, non_blocking=True)], options.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), options.clip)
-            opt.step()
-            state.step += 1
-            _update_ema(ema, net, min(options.ema, (1 + state.step) / (10 + state.step)))
+            q = mixed_qualities(batch, qualities, gen)
+            x = sampler.batch(batch).contiguous(memory_format=torch.channels_last)
+            loss, out = step(x, q)
+            after_step()
             if state.step % options.log_every == 0 or state.step == options.steps:
                 record = _log_record(state, start, loss, out.x_hat.detach(), x, out.bpp.detach(), q, lr)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 if bar is not None:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", psnr=f"{record['psnr']:.2f}", bpp=record["bpp"])
-            if bar is not None:
-                bar.update(1)
             if time.monotonic() - last_ckpt > options.checkpoint_minutes * 60:
                 state.seconds = time.monotonic() - start
                 _save_checkpoint(options.checkpoint_path, net, ema, opt, state)
@@ -210,6 +221,35 @@ def train(options: TrainOptions) -> Path:
     state.seconds = time.monotonic() - start
     _save_checkpoint(options.checkpoint_path, net, ema, opt, state)
     return export_model(ema.float().eval(), options, state, sampler, device)
+
+
+def _benchmarked_step(
+    options: TrainOptions,
+    make_step: Callable[[Variant], TrainStep],
+    sampler: CropSampler,
+    gen: torch.Generator,
+    qualities: int,
+    after_step: Callable[[], None],
+    log: TextIO,
+) -> tuple[TrainStep, int]:
+    """``--variant auto``: time the candidates (as training steps), log and print what each
+    measured, and return the fastest step and its batch size."""
+    candidates = parse_candidates(options.bench) if options.bench else default_candidates(options.batch, qualities)
+
+    def batches(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return sampler.batch(n).contiguous(memory_format=torch.channels_last), mixed_qualities(n, qualities, gen)
+
+    best, built, results = benchmark(
+        make_step, batches, candidates, options.bench_seconds, options.crop, after_step=after_step
+    )
+    record = {"benchmark": [c.as_dict() for c in results], "chosen": f"{best.variant}:{best.batch}"}
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+    for c in results:
+        verdict = f"{c.px_per_s / 1e6:.1f} M px/s" if c.px_per_s else f"not timed ({c.error or 'loss differs'})"
+        print(f"step variant {c.variant}:{c.batch}: loss {c.loss}, warm-up {c.warmup_seconds:.1f} s, {verdict}")
+    print(f"training with {best.variant}:{best.batch}")
+    return built[best.variant], best.batch
 
 
 def _log_record(
