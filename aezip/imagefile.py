@@ -11,6 +11,8 @@ Policy (also in README):
   profile and EXIF are kept.
 * Stored losslessly (original bytes, byte-identical on unpack): everything else: palette and
   1-bit images, 16-bit and float images, CMYK/YCbCr/LAB, animations, very large and very thin images.
+  The bit depth comes from the file (:func:`declared_depth`): Pillow opens 16-bit RGB PNGs in mode
+  ``RGB``, and any image whose samples are not 8 bits is kept exact.
 """
 
 from __future__ import annotations
@@ -85,34 +87,164 @@ def open_image(data: bytes, name: str) -> Image.Image:
 
 
 def identify(path: str | os.PathLike[str], name: str) -> str | None:
-    """Open an image file's header only (fast) and say why it must be stored losslessly, or None.
+    """Read an image file and say why it must be stored losslessly, or None when the model codes it.
 
-    Raises UnsupportedImageError for a file Pillow cannot identify; pixel data is not decoded, so
-    a file damaged past its header is only found when it is encoded.
+    An image the model would code is decoded in full, so a file damaged past its header (a
+    truncated JPEG) is found here, before anything is encoded; one stored byte for byte needs
+    only its header. Raises UnsupportedImageError for a file Pillow cannot read, OSError (with
+    its ``filename``) for a file that cannot be read at all.
     """
+    with open(path, "rb") as fh:
+        data = fh.read()
+    im, reason = examine(data, name)
+    if im is not None:
+        im.close()
+    return reason
+
+
+def examine(data: bytes, name: str) -> tuple[Image.Image | None, str | None]:
+    """Open image bytes: ``(image, None)`` decoded in full when the model codes it, else ``(image or
+    None, why it is stored byte for byte)`` with the pixels not decoded; UnsupportedImageError when
+    Pillow cannot read it (header or pixels)."""
     try:
-        with Image.open(path) as im:
-            return lossless_reason(im)
+        im = Image.open(io.BytesIO(data))
     except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
-        if isinstance(exc, OSError) and exc.filename is not None:
-            raise  # the file itself cannot be read: the caller reports it as such
+        depth = declared_depth(data) if data.startswith(b"\xff\xd8") else None
+        if depth is not None:  # a 12- or 16-bit JPEG: Pillow cannot open it, but the file is kept as it is
+            return None, _depth_reason(depth)
         raise _read_failure(name, exc) from None
+    try:
+        reason = lossless_reason(im, data)
+        if reason is None:
+            im.load()
+            reason = lossless_reason(im, data)
+    except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
+        im.close()
+        raise _read_failure(name, exc) from None
+    return im, reason
 
 
-def lossless_reason(im: Image.Image) -> str | None:
-    """Why this image must be stored losslessly, or None if the model can code it."""
-    if getattr(im, "n_frames", 1) > 1:
-        return "animated image"
+#: The PNG signature and the JPEG start-of-frame markers, whose segment gives the sample precision.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def declared_depth(data: bytes, im: Image.Image | None = None) -> tuple[int, str] | None:
+    """Bits per sample a file declares, and where, when they are not 8; None for 8 or not known.
+
+    Pillow opens 16-bit RGB and RGBA PNGs and TIFFs, and PPMs with a maxval above 255, in 8-bit
+    modes (and 12-bit JPEGs not at all), so a check of the mode alone would code them lossily and
+    restore 8 bits; 2- and 4-bit grayscale opens as 8-bit ``L``. Read from the PNG IHDR, the JPEG
+    SOF precision, the PPM/PGM maxval, the BMP bit count and (through Pillow, as the IFD can lie
+    anywhere in the file) the TIFF BitsPerSample.
+    """
+    found: tuple[int, str] | None = None
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) > 24:
+        found = data[24], f"PNG bit depth {data[24]}"
+    elif data.startswith(b"\xff\xd8"):
+        precision = _jpeg_precision(data)
+        found = (precision, f"JPEG precision {precision}") if precision else None
+    elif data[:2] in (b"P2", b"P3", b"P5", b"P6"):
+        maxval = _pnm_maxval(data)
+        found = (maxval.bit_length(), f"maxval {maxval}") if maxval and maxval != 255 else None
+    elif data.startswith(b"BM") and len(data) >= 30:
+        header = int.from_bytes(data[14:18], "little")
+        count = int.from_bytes(data[24:26] if header == 12 else data[28:30], "little")
+        found = (5, "BMP 16 bits per pixel") if count == 16 else None
+    elif im is not None and im.format == "TIFF":
+        bits = im.tag_v2.get(258)
+        bits = tuple(bits) if isinstance(bits, tuple | list) else (bits,) if isinstance(bits, int) else ()
+        odd = [b for b in bits if b != 8]
+        found = (max(odd), f"TIFF BitsPerSample {max(odd)}") if odd else None
+    return found if found is not None and found[0] != 8 else None
+
+
+def _depth_reason(depth: tuple[int, str]) -> str:
+    return f"{depth[0]}-bit samples ({depth[1]})"
+
+
+def _jpeg_precision(data: bytes) -> int | None:
+    """The sample precision of a JPEG's first start-of-frame segment, or None if none comes before the scan."""
+    pos = 2
+    while pos + 4 < len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_SOF:
+            return data[pos + 4] if pos + 4 < len(data) else None
+        if marker == 0xDA:  # start of scan: no frame header before it
+            return None
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
+def _pnm_maxval(data: bytes) -> int | None:
+    """The maxval of a PGM/PPM header (magic, width, height, maxval; ``#`` comments), or None."""
+    tokens: list[bytes] = []
+    pos = 2
+    while len(tokens) < 3 and pos < min(len(data), 4096):
+        byte = data[pos : pos + 1]
+        if byte == b"#":
+            end = data.find(b"\n", pos)
+            pos = len(data) if end < 0 else end + 1
+        elif byte.isspace():
+            pos += 1
+        else:
+            end = pos
+            while end < len(data) and not data[end : end + 1].isspace() and data[end : end + 1] != b"#":
+                end += 1
+            tokens.append(data[pos:end])
+            pos = end
+    if len(tokens) < 3 or not tokens[2].isdigit():
+        return None
+    return int(tokens[2])
+
+
+#: Why images in these Pillow modes are stored byte for byte (other modes: see :func:`lossless_reason`).
+_MODE_REASONS = {"P": "palette", "PA": "palette", "1": "1-bit", "F": "float samples"}
+
+
+def lossless_reason(im: Image.Image, data: bytes | None = None) -> str | None:
+    """Why this image must be stored losslessly, or None if the model can code it.
+
+    ``data`` (the file's bytes) lets the bit depth the file declares be checked (see
+    :func:`declared_depth`); without it, only what Pillow exposes is. The reason starts with a
+    short label (see :func:`reason_label`): ``animation``, ``palette``, ``16-bit samples``, ``too large``…
+    """
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        return f"animation ({frames} frames)"
+    if im.mode in _MODE_REASONS:
+        return f"{_MODE_REASONS[im.mode]} (mode {im.mode})"
+    depth = declared_depth(data or b"", im)
+    if depth is not None:
+        return _depth_reason(depth)
     if im.format not in WRITABLE_FORMATS:
-        return f"format {im.format} is not written back"
+        return f"format {im.format} (not written back)"
     mode = {"RGBa": "RGBA", "La": "LA"}.get(im.mode, im.mode)
     if mode not in CODED_MODES:
-        return f"mode {im.mode} is kept exactly"
-    if im.width * im.height > MAX_CODED_PIXELS:
-        return "image too large for the model"
+        if mode.startswith("I;16"):
+            return f"16-bit samples (mode {im.mode})"
+        if mode == "I":
+            return "32-bit samples (mode I)"
+        return f"{mode} colour (mode {mode})" if mode in ("CMYK", "YCbCr", "LAB", "HSV") else f"mode {mode}"
+    pixels = im.width * im.height
+    if pixels > MAX_CODED_PIXELS:
+        return f"too large ({pixels / 1e6:.1f} MP, over {MAX_CODED_PIXELS // 1_000_000} MP)"
     if min(im.width, im.height) < MIN_CODED_SIDE:
-        return f"narrower than {MIN_CODED_SIDE} pixels"
+        return f"too small ({im.width}×{im.height} px, under {MIN_CODED_SIDE} px a side)"
     return None
+
+
+def reason_label(reason: str) -> str:
+    """The short label a lossless reason starts with (``palette``, ``16-bit samples``…), for counting."""
+    return reason.split(":", 1)[0].split(" (", 1)[0]
 
 
 def prepare(im: Image.Image) -> Prepared:
