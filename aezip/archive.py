@@ -31,8 +31,8 @@ from aezip.imagefile import (
     MAX_ICC_BYTES,
     check_file_meta,
     encode_file,
+    examine,
     is_image_name,
-    lossless_reason,
     open_image,
     prepare,
 )
@@ -94,13 +94,11 @@ def encode_member(
     note = "data"
     if is_image_name(name):
         try:
-            im = open_image(data, name)
+            im, reason = examine(data, name)  # pixels decoded only when the model codes the image
         except UnsupportedImageError as exc:
             if not keep_unreadable:
                 raise
             im, reason = None, f"unreadable image: {str(exc).removeprefix(name + ': ')}"
-        else:
-            reason = lossless_reason(im)
         if im is not None and reason is None:
             prep = prepare(im)
             del im
