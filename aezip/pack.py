@@ -1,7 +1,7 @@
 """Folder tree ⇄ archive: what ``aezip pack``, ``unpack`` and ``verify`` do.
 
-Both directions are all-or-nothing. ``pack`` first walks the tree and opens every input (image
-headers included), so a bad file is reported in seconds, before any encoding; it then writes the
+Both directions are all-or-nothing. ``pack`` first walks the tree and opens every input (and
+decodes every image the model will code), so a bad file is reported before any encoding; it then writes the
 archive through a temporary file that replaces the destination only when complete (and, unless
 asked to, never replaces an existing file). ``unpack`` checks the destination for files it would
 replace, restores into a hidden staging folder beside the destination and moves files into place
@@ -186,7 +186,8 @@ def _prefixes(folder: str) -> Iterator[str]:
 
 
 def check_inputs(found: Collected) -> list[tuple[str, str, bool]]:
-    """Open every file and identify every image (headers only); (name, why, storable) per failure.
+    """Open every file and read every image (in full when the model will code it: a truncated image
+    is found here, not after everything before it is encoded); (name, why, storable) per failure.
 
     ``storable`` is True when the file can be read but is not a readable image (``--on-error store``
     keeps it byte for byte), False when the file itself cannot be read or named.

@@ -171,3 +171,66 @@ def test_unpack_restores_the_deep_images_exactly(deep_tree: Path, deep_archive: 
     assert result.exit_code == 0, result.output
     for name in DEEP_FILES:
         assert (tmp_path / "out" / name).read_bytes() == (deep_tree / name).read_bytes(), name
+
+
+# 7. A truncated image is found by the check before encoding, not after everything else is coded
+
+
+@pytest.fixture
+def cut_tree(tmp_path: Path) -> Path:
+    """Three good photos (PNG, JPEG, a class folder) and, last in order, a JPEG cut short after its header."""
+    root = tmp_path / "src"
+    (root / "cats").mkdir(parents=True)
+    Image.fromarray(photo_like(H, W, 1)).save(root / "cats" / "a.png")
+    Image.fromarray(photo_like(H, W, 2)).save(root / "cats" / "b.jpg", quality=90)
+    (root / "labels.csv").write_text("cats/a.png,cat\n")
+    out = io.BytesIO()
+    Image.fromarray(photo_like(64, 64, 3)).save(out, "JPEG", quality=90)
+    (root / "zz-cut.jpg").write_bytes(out.getvalue()[: len(out.getvalue()) * 2 // 3])
+    return root
+
+
+def _no_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aezip.codec import Codec
+
+    def refuse(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("encoded before every input was checked")
+
+    monkeypatch.setattr(Codec, "encode_prepared", refuse)
+
+
+def test_truncated_jpeg_fails_the_pack_before_any_encoding(
+    cut_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Image.open(cut_tree / "zz-cut.jpg") as im:
+        assert im.size == (64, 64)  # the header is intact: only decoding the pixels finds the damage
+    _no_encoding(monkeypatch)
+    out = tmp_path / "x.aez"
+    result = CliRunner().invoke(main, ["pack", str(cut_tree), str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: zz-cut.jpg: ") and result.output.count("\n") == 1
+    assert "truncated" in result.output and "nothing was written (see --on-error)" in result.output
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_truncated_jpeg_in_a_sharded_pack_fails_before_any_shard(
+    cut_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_encoding(monkeypatch)
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(main, ["pack", str(cut_tree), str(out), "--shard-images", "1", "--jobs", "1"])
+    assert result.exit_code == 1 and "zz-cut.jpg" in result.output and "nothing was written" in result.output
+    assert not out.exists()
+
+
+def test_truncated_jpeg_is_skipped_or_stored_as_asked(cut_tree: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    skip = runner.invoke(main, ["pack", str(cut_tree), str(tmp_path / "s.aez"), "--on-error", "skip"])
+    assert skip.exit_code == 0 and "1 skipped" in skip.output and "zz-cut.jpg" in skip.output
+    with aezip.open(str(tmp_path / "s.aez")) as arc:
+        assert arc.names == ["cats/a.png", "cats/b.jpg", "labels.csv"]
+    store = runner.invoke(main, ["pack", str(cut_tree), str(tmp_path / "k.aez"), "--on-error", "store"])
+    assert store.exit_code == 0 and "1 unreadable kept as is" in store.output and "zz-cut.jpg" in store.output
+    with aezip.open(str(tmp_path / "k.aez")) as arc:
+        assert not arc.is_image("zz-cut.jpg") and arc.is_image("cats/b.jpg")
+        assert arc.read_bytes("zz-cut.jpg") == (cut_tree / "zz-cut.jpg").read_bytes()
