@@ -12,7 +12,13 @@ repeats images. Measured, for fp32 and bf16 transforms:
 * ``encode``: uint8 images → streams (:meth:`aezip.Codec.encode_many`), ANS entropy coding included;
 * ``entropy_decode``: ANS decoding alone, per image on one CPU thread;
 * ``dataset``: :class:`aezip.ImageArchiveDataset` on the device through a ``DataLoader`` (batch 16,
-  no workers), images per second into float tensors.
+  no workers), images per second into float tensors;
+* ``entropy_decode_parallel``: ANS decoding of the same streams spread over ``--workers`` threads;
+* ``loader``: the training data path, archive → pixel tensors on the device, through
+  :class:`aezip.loader.ArchiveLoader` with ``decode_device`` (entropy decoding in ``--workers``
+  worker processes, batched synthesis in the main process), fp32 and bf16, for archives of the
+  768×512 frames and of 256² crops cut from them; ``pack_s`` is the time to pack each archive
+  (images → archive, transforms on the device).
 
 Each figure is the best of a few timed repeats within a small time budget, after one warm-up;
 on CUDA every timing ends with a synchronisation. Nothing is hard-coded: a CPU run (``--device
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -109,6 +116,8 @@ def run(
     batches: tuple[int, ...],
     budget_s: float,
     limit: int | None,
+    workers: int = 0,
+    loader_frames: int = 128,
 ) -> dict:
     """All measurements as one JSON-ready dict."""
     images = frames(folder, limit)
@@ -143,7 +152,96 @@ def run(
                 )
             print(json.dumps(result["rows"][-3:]), flush=True)
     result["dataset"] = dataset_speed(images, model, device, quality, budget_s)
+    result["entropy_decode_parallel"] = parallel_entropy_decode(reference, streams, workers, mp_each)
+    result["loader"] = loader_speeds(images, model, device, quality, budget_s, workers, loader_frames)
     return result
+
+
+def parallel_entropy_decode(codec: Codec, streams: list[bytes], workers: int, mp_each: float) -> dict:
+    """MP/s of entropy decoding alone with ``workers`` threads (constriction releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    work = _batch(streams, max(len(streams), 4 * max(workers, 1)))
+    with ThreadPoolExecutor(max(workers, 1)) as pool:
+        list(pool.map(codec._parse, work[:workers]))
+        start = time.perf_counter()
+        list(pool.map(codec._parse, work))
+        seconds = time.perf_counter() - start
+    return {"threads": max(workers, 1), "streams": len(work), "mp_s": len(work) * mp_each / seconds}
+
+
+def crops_of(images: list[np.ndarray], side: int = 256) -> list[np.ndarray]:
+    """Every whole ``side``² tile of each frame (6 per 768×512 frame)."""
+    return [
+        np.ascontiguousarray(rgb[top : top + side, left : left + side])
+        for rgb in images
+        for top in range(0, rgb.shape[0] - side + 1, side)
+        for left in range(0, rgb.shape[1] - side + 1, side)
+    ]
+
+
+def loader_speeds(
+    images: list[np.ndarray],
+    model: Path | None,
+    device: str,
+    quality: int,
+    budget_s: float,
+    workers: int,
+    frames_count: int = 128,
+) -> list[dict]:
+    """Images/s and MP/s of :class:`aezip.loader.ArchiveLoader` on ``device``, per archive and precision.
+
+    The archives hold ``frames_count`` frames and eight times as many 256² crops.
+    """
+    from PIL import Image
+
+    from aezip.loader import ArchiveLoader
+    from aezip.pack import pack
+
+    rows = []
+    sets = {"frames": _batch(images, frames_count), "crops256": _batch(crops_of(images), 8 * frames_count)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, arrays in sets.items():
+            src = Path(tmp) / name
+            src.mkdir()
+            for i, rgb in enumerate(arrays):
+                Image.fromarray(rgb).save(src / f"{i:04d}.png", compress_level=1)
+            archive = Path(tmp) / f"{name}.aez"
+            start = time.perf_counter()
+            pack(src, archive, Codec(quality=quality, device=device, model=model))
+            pack_s = time.perf_counter() - start
+            mp = len(arrays) * arrays[0].shape[0] * arrays[0].shape[1] / 1e6
+            for precision in ("fp32", "bf16"):
+                loader = ArchiveLoader(
+                    archive,
+                    batch_size=64,
+                    shuffle=False,
+                    decode_device=device,
+                    precision=precision,
+                    models=[model] if model else None,
+                    num_workers=workers,
+                    persistent_workers=workers > 0,
+                )
+
+                def epoch(loader: ArchiveLoader = loader) -> None:
+                    for batch in loader:
+                        batch.sum()
+
+                seconds = best_time(epoch, torch.device(device), budget_s, max_repeats=3)
+                rows.append(
+                    {
+                        "archive": name,
+                        "images": len(arrays),
+                        "precision": precision,
+                        "workers": workers,
+                        "pack_s": pack_s,
+                        "seconds": seconds,
+                        "images_s": len(arrays) / seconds,
+                        "mp_s": mp / seconds,
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def dataset_speed(images: list[np.ndarray], model: Path | None, device: str, quality: int, budget_s: float) -> dict:
@@ -182,11 +280,28 @@ def main() -> None:
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed repeats per figure")
     parser.add_argument("--limit", type=int, help="use only the first N images")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(16, os.cpu_count() or 1),
+        help="entropy-decoding workers (default: cores, ≤ 16)",
+    )
+    parser.add_argument("--loader-frames", type=int, default=128, help="frames in the loader's archive (crops: 8x)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
     batches = tuple(int(b) for b in args.batches.split(","))
-    result = run(args.images, args.model, args.device, args.quality, batches, args.budget, args.limit)
+    result = run(
+        args.images,
+        args.model,
+        args.device,
+        args.quality,
+        batches,
+        args.budget,
+        args.limit,
+        args.workers,
+        args.loader_frames,
+    )
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -3,13 +3,15 @@
 #
 #   scripts/gpu_run.sh OUTDIR MINUTES [extra `aezip train` options]
 #
-# Reads training/validation images from $AEZIP_GPU_DATA (default .gpu/data/{train,val}) and the
+# Reads training/validation images from $AEZIP_GPU_DATA (default .gpu/data/{train,val}, filled by
+# scripts/prepare_gpu_carry.sh) and the
 # wheels the GPU machine lacks (zstandard, constriction, threadpoolctl) from $AEZIP_GPU_WHEELS (default .whl);
 # both are ignored folders carried beside the tree. Continues the shipped default model with
 # --init when its architecture is the one trained here, otherwise starts from scratch.
 # Leaves in OUTDIR (at most 8 files, each far under 16 MiB): model.safetensors, its card
 # model.safetensors.json, the training log (model.safetensors.log.jsonl), train.txt (console),
-# gpu_speed.json and speed.txt. The model is exported before any measurement, so a failure
+# gpu_speed.json and speed.txt (the step-variant benchmark is in the log and train.txt; the
+# data path archive → GPU tensors is in gpu_speed.json). The model is exported before any measurement, so a failure
 # later never costs the training. The same script runs on a CPU with a budget of seconds
 # (tests/test_gpu_script.py).
 set -uo pipefail
@@ -64,8 +66,12 @@ case $? in
            | tee "$OUTDIR/train.txt" ;;
     *) echo "cannot read the shipped default model" >&2; exit 1 ;;
 esac
+# The step variant is chosen on the machine itself: --variant auto times the candidates (eager,
+# fp32, compiled, CUDA graphs; batch and twice it) as training steps, then trains on with the
+# fastest. Options given to this script come last and win (e.g. --variant eager).
 python3 -m aezip train --data "$DATA/train" --val "$DATA/val" --out "$WORK/model.safetensors" \
-    --minutes "$MINUTES" --steps 10000000 --channels "$CHANNELS" --bottleneck "$BOTTLENECK" "${INIT[@]}" "$@" \
+    --minutes "$MINUTES" --steps 10000000 --channels "$CHANNELS" --bottleneck "$BOTTLENECK" "${INIT[@]}" \
+    --variant auto --bench-seconds "${AEZIP_GPU_BENCH_SECONDS:-40}" "$@" \
     2>&1 | tee -a "$OUTDIR/train.txt"
 status=${PIPESTATUS[0]}
 for f in model.safetensors model.safetensors.json model.safetensors.log.jsonl; do

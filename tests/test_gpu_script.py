@@ -23,7 +23,9 @@ from tests.conftest import photo_like
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _dry_run(tmp_path: Path, channels: int, bottleneck: int, speed_seconds: int = 150) -> Path:
+def _dry_run(
+    tmp_path: Path, channels: int, bottleneck: int, speed_seconds: int = 150, train_args: tuple[str, ...] = ()
+) -> Path:
     """Run gpu_run.sh on the CPU for about a second of training; return its OUTDIR.
 
     The speed stage gets ``speed_seconds`` (the script bounds it, and keeps the model if it runs out).
@@ -39,13 +41,13 @@ def _dry_run(tmp_path: Path, channels: int, bottleneck: int, speed_seconds: int 
         "AEZIP_GPU_DATA": str(data),
         "AEZIP_GPU_CHANNELS": str(channels),
         "AEZIP_GPU_BOTTLENECK": str(bottleneck),
-        "AEZIP_GPU_SPEED_ARGS": "--device cpu --limit 1 --batches 1 --budget 0",
+        "AEZIP_GPU_SPEED_ARGS": "--device cpu --limit 1 --batches 1 --budget 0 --workers 0 --loader-frames 1",
         "AEZIP_GPU_SPEED_SECONDS": str(speed_seconds),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     out = tmp_path / "out"
     args = ["bash", str(ROOT / "scripts" / "gpu_run.sh"), str(out), "0.02", "--crop", "32", "--batch", "8"]
-    args += ["--device", "cpu", "--val-limit", "1"]
+    args += ["--device", "cpu", "--val-limit", "1", *train_args]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     files = {p.name: p.stat().st_size for p in out.iterdir()}
@@ -57,9 +59,12 @@ def _dry_run(tmp_path: Path, channels: int, bottleneck: int, speed_seconds: int 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_run_dry_run_on_cpu(tmp_path: Path) -> None:
-    out = _dry_run(tmp_path, channels=8, bottleneck=8)
+    variants = ("--bench", "eager:8,compile:8", "--bench-seconds", "0.3", "--compile-backend", "aot_eager")
+    out = _dry_run(tmp_path, channels=8, bottleneck=8, train_args=variants)
     assert (out / "gpu_speed.json").is_file()
-    assert "from scratch" in (out / "train.txt").read_text()
+    console = (out / "train.txt").read_text()
+    assert "from scratch" in console
+    assert "step variant eager:8" in console and "step variant compile:8" in console and "training with" in console
     card = json.loads((out / "model.safetensors.json").read_text())
     assert card["steps"] > 0 and card["architecture"]["channels"] == 8 and card["device"].startswith("cpu")
     assert card["sha256"] == load_model(out / "model.safetensors").sha256
@@ -67,6 +72,9 @@ def test_gpu_run_dry_run_on_cpu(tmp_path: Path) -> None:
     stages = {(r["stage"], r["precision"], r["batch"]) for r in speed["rows"]}
     assert stages == {(s, p, 1) for s in ("decode", "synthesis", "encode") for p in ("fp32", "bf16")}
     assert all(r["mp_s"] > 0 for r in speed["rows"]) and speed["dataset"]["images_s"] > 0
+    assert speed["entropy_decode_parallel"]["mp_s"] > 0
+    loader = {(r["archive"], r["precision"]) for r in speed["loader"] if r["images_s"] > 0}
+    assert loader == {(a, p) for a in ("frames", "crops256") for p in ("fp32", "bf16")}
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -77,7 +85,9 @@ def test_gpu_run_continues_the_shipped_default(tmp_path: Path) -> None:
     """
     path = default_model().path
     shipped = load_model(path)
-    out = _dry_run(tmp_path, shipped.config.channels, shipped.config.bottleneck, speed_seconds=1)
+    out = _dry_run(
+        tmp_path, shipped.config.channels, shipped.config.bottleneck, speed_seconds=1, train_args=("--variant", "eager")
+    )
     assert f"continuing the default model ({path})" in (out / "train.txt").read_text()
     card = json.loads((out / "model.safetensors.json").read_text())
     assert card["lambdas"] == list(shipped.config.lambdas)
