@@ -399,7 +399,8 @@ def pack_cmd(
 
 
 def echo_pack_summary(summary: Any, where: str, seconds: float, before: list[str], after: list[str]) -> None:
-    """The one summary line of a pack (counts, sizes, ratio, time), then who was skipped or kept as is."""
+    """The summary line of a pack (counts, sizes, ratio, time), the files stored byte for byte counted by
+    reason, then who was skipped or kept as is."""
     extras = [*before]
     extras += [f"{len(summary.skipped)} skipped"] if summary.skipped else []
     extras += [f"{len(summary.stored)} unreadable kept as is"] if summary.stored else []
@@ -410,6 +411,9 @@ def echo_pack_summary(summary: Any, where: str, seconds: float, before: list[str
         + f" into {where}: {_human(summary.bytes_in)} → {_human(summary.bytes_out)}, "
         f"ratio {summary.ratio:.2f}x, {seconds:.1f} s"
     )
+    if summary.kept:
+        reasons = sorted(summary.kept.items(), key=lambda kv: (-kv[1], kv[0]))
+        click.echo(f"stored byte for byte: {', '.join(f'{label} ×{n}' for label, n in reasons)} (see aezip list)")
     _report("skipped", summary.skipped)
     _report("stored byte for byte (unreadable images)", summary.stored)
 
@@ -564,8 +568,12 @@ def export_cmd(
 @storage_option
 @_fail_cleanly
 def list_cmd(archive: Path, as_json: bool) -> None:
-    """List the members of ARCHIVE: kind, original size, stored size, name."""
-    from aezip.archive import member_meta
+    """List the members of ARCHIVE: kind, original size, stored size, name.
+
+    A file stored byte for byte (kind raw) is followed by why, in parentheses: not an image,
+    16-bit samples, palette, CMYK colour, animation, too large, unreadable image, ... (--json: "reason").
+    """
+    from aezip.archive import member_meta, raw_reason
     from aezip.container import MemberKind
     from aezip.manifest import open_reader
     from aezip.quality import stats_from_meta
@@ -586,13 +594,15 @@ def list_cmd(archive: Path, as_json: bool) -> None:
             if m.kind == MemberKind.IMAGE:
                 stats = stats_from_meta(member_meta(m), m.name)
                 row.update(stats.to_meta() if stats else {})
+            if m.kind == MemberKind.RAW:
+                row["reason"] = raw_reason(m)
             rows.append(row)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
     click.echo(f"{'kind':5} {'size':>12} {'stored':>12}  name")
     for r in rows:
-        link = f" -> {r['target']}" if "target" in r else ""
+        link = f" -> {r['target']}" if "target" in r else f"  ({r['reason']})" if "reason" in r else ""
         click.echo(f"{r['kind']:5} {r['size']:>12} {r['stored']:>12}  {r['name']}{link}")
 
 

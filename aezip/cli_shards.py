@@ -159,6 +159,7 @@ def pack_shards_cmd(
             "already_present": result.present,
             "skipped": [list(x) for x in s.skipped],
             "stored": [list(x) for x in s.stored],
+            "stored_by_reason": dict(sorted(s.kept.items())),
             "below_floor": [list(x) for x in s.below_floor],
         }
         click.echo(json.dumps(body, indent=1))

@@ -11,11 +11,9 @@ with the interface of :class:`aezip.container.ArchiveReader`; :class:`aezip.Arch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,11 +26,13 @@ from aezip.errors import CorruptArchiveError, FormatError, UnsupportedVersionErr
 from aezip.remote import (
     RemoteArchiveReader,
     StorageOptions,
+    file_sha256,
     is_url,
     read_url,
     url_is_folder,
     url_sha256,
     url_size,
+    write_bytes_atomically,
 )
 
 MANIFEST_NAME = "manifest.json"
@@ -194,32 +194,9 @@ def load_manifest(path: str | os.PathLike[str], storage_options: StorageOptions 
     return parse_manifest(data, str(where))
 
 
-def write_bytes_atomically(target: Path, data: bytes) -> Path:
-    """Write ``target`` through a temporary file beside it, fsync and rename."""
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
 def write_manifest(folder: Path, manifest: Manifest, name: str = MANIFEST_NAME) -> Path:
     """Write ``folder/name`` atomically (temporary file, fsync, rename): the commit of a pack."""
     return write_bytes_atomically(folder / name, manifest.to_json())
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def shard_paths(path: str | os.PathLike[str], storage_options: StorageOptions = None) -> list[Location]:

@@ -23,6 +23,7 @@ import posixpath
 import shutil
 import stat
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from aezip.archive import (
     encode_member,
     iter_raw,
     output_name,
+    raw_reason,
     render,
     write_member,
 )
@@ -47,10 +49,18 @@ from aezip.codec import Codec, parse_header
 from aezip.container import ArchiveWriter, MemberInfo, MemberKind, validate_member_name
 from aezip.container.spec import validate_link_target
 from aezip.errors import AezipError, UnsafePathError, UnsupportedImageError
-from aezip.imagefile import DEFAULT_JPEG_QUALITY, MAX_CODED_PIXELS, identify, is_image_name
+from aezip.imagefile import (
+    DEFAULT_JPEG_QUALITY,
+    MAX_CODED_PIXELS,
+    NOT_AN_IMAGE,
+    identify,
+    is_image_name,
+    reason_label,
+)
 from aezip.model.registry import model_name
 from aezip.parallel import ordered_map
 from aezip.quality import QualityTarget
+from aezip.runtime import release_freed_memory
 
 Progress = Callable[[str], None]
 #: Image pixels being encoded or decoded at once across all jobs (one larger image always may):
@@ -98,6 +108,7 @@ class Summary:
     below_floor: list[tuple[str, str]] = field(default_factory=list)  # (name, what) under --min-psnr
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why) not in the output
     stored: list[tuple[str, str]] = field(default_factory=list)  # (name, why) unreadable images kept byte for byte
+    kept: Counter[str] = field(default_factory=Counter)  # files stored byte for byte, by reason label
 
     @property
     def ratio(self) -> float:
@@ -330,6 +341,8 @@ def _encode_entry(
         if on_error == "fail":
             raise
         return entry, ("skip", str(exc).removeprefix(entry.name + ": "), 0, 0)
+    finally:
+        release_freed_memory()  # an image's buffers are free now: see aezip.runtime
     return entry, ("file", encoded, st.st_mode & 0o777, st.st_mtime_ns)
 
 
@@ -345,6 +358,8 @@ def _write_entry(writer: ArchiveWriter, entry: Entry, result: _Encoded, summary:
         return add_dir(writer, entry.name, mode=mode, mtime_ns=mtime_ns)
     assert isinstance(value, EncodedFile)
     plan = write_member(writer, value, mode=mode, mtime_ns=mtime_ns)
+    if plan.kind == MemberKind.RAW:
+        summary.kept[reason_label(plan.note.removeprefix("lossless: ")) if plan.note != "data" else NOT_AN_IMAGE] += 1
     if value.stats is not None and value.stats.below_floor:
         summary.below_floor.append((entry.name, f"{value.stats.psnr:.2f} dB at quality {value.stats.quality}"))
     elif value.note.startswith("lossless: below the quality floor"):
@@ -401,12 +416,16 @@ def _decoded_files(
         m, payload = item
         if m.kind == MemberKind.IMAGE:
             assert payload is not None
-            return m, render(m, archive.codec.decode_many([payload])[0], fmt, jpeg_quality)
+            try:
+                return m, render(m, archive.codec.decode_many([payload])[0], fmt, jpeg_quality)
+            finally:
+                release_freed_memory()
         if m.kind == MemberKind.LINK:
             return m, archive.link_target(m.name)
         if m.kind == MemberKind.DIR:
             return m, None
         assert payload is not None
+        raw_reason(m)  # its metadata is checked like every other member's
         return m, iter_raw(payload, m.original_size, m.name)
 
     def pixels(item: tuple[MemberInfo, bytes | None]) -> int:

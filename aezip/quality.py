@@ -15,11 +15,14 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from aezip.codec import Codec
 from aezip.errors import AezipError, CorruptArchiveError
 from aezip.imagefile import Prepared
 from aezip.metrics import psnr
+
+if TYPE_CHECKING:  # the codec calls this module (encode with min_psnr); this module only names its type
+    from aezip.codec import Codec
 
 BELOW_FLOOR = ("best", "lossless", "fail")
 

@@ -14,7 +14,9 @@ Packing from a store: :func:`list_source` lists a tree (names, sizes, modificati
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -130,8 +132,6 @@ def url_size(url: str, storage_options: StorageOptions = None) -> int:
 
 def url_sha256(url: str, storage_options: StorageOptions = None) -> str:
     """sha256 of the object at ``url``, streamed in 8 MiB ranges."""
-    import hashlib
-
     fs, path = filesystem(url, storage_options)
     size, digest = int(fs.size(path)), hashlib.sha256()
     for start in range(0, size, 8 << 20):
@@ -180,10 +180,6 @@ class FolderStore:
         if self.url:
             self.fs.pipe_file(self._key(name), data)
             return
-        from pathlib import Path
-
-        from aezip.manifest import write_bytes_atomically
-
         write_bytes_atomically(Path(self.where) / name, data)
 
     def remove(self, name: str) -> None:
@@ -207,8 +203,6 @@ class FolderStore:
         """sha256 of a file."""
         if self.url:
             return url_sha256(self.location(name), self.options)
-        from aezip.manifest import file_sha256
-
         return file_sha256(self.location(name))
 
     def names(self) -> list[str]:
@@ -309,3 +303,26 @@ def url_is_file(url: str, storage_options: StorageOptions = None) -> bool:
     """Whether ``url`` names one object (not a folder or prefix)."""
     fs, path = filesystem(url, storage_options)
     return bool(fs.isfile(path.rstrip("/")))
+
+
+def write_bytes_atomically(target: Path, data: bytes) -> Path:
+    """Write ``target`` through a temporary file beside it, fsync and rename."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

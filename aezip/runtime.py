@@ -14,6 +14,14 @@ time with per-thread arenas, 1.3 s with one).
 This changes the whole process's allocator, so the command line and aezip's own worker processes
 call :func:`keep_freed_memory`; a program embedding aezip may call it too.
 
+Kept memory fragments: images of different sizes free blocks that the next image's slightly
+larger buffers do not fit in, so the heap grows by a buffer now and then, and never shrinks
+(``pack`` of 30 photos of about 0.7 MP in mixed shapes: 0.96 GB resident after the first, 1.35 GB
+after the last; 0.18 GB of it in use). Between images, :func:`release_freed_memory` hands the
+free pages back (``malloc_trim``) once the process holds more than :data:`KEEP_FREED` above what it
+held after the last release: enough for the next image to reuse its predecessor's buffers, without
+letting the heap grow with the number of images.
+
 :func:`blas_one_thread` is the NumPy decoder's counterpart of
 :func:`aezip.model.inference.one_thread`: images are decoded in parallel, one per worker, so each
 matrix product runs on one thread (OpenBLAS's own threads would compete with the workers for the
@@ -47,8 +55,13 @@ _M_ARENA_MAX = -8
 MMAP_THRESHOLD = 128 << 20
 #: Free memory at the top of the heap that glibc keeps instead of returning it to the system.
 TRIM_THRESHOLD = (1 << 31) - 1
+#: Resident bytes that :func:`release_freed_memory` lets a process grow by between two releases.
+KEEP_FREED = 512 << 20
 
 _done = False
+_libc: ctypes.CDLL | None = None
+_release_lock = threading.Lock()
+_resident_after_release: int | None = None
 
 
 def keep_freed_memory() -> bool:
@@ -69,7 +82,38 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_ARENA_MAX, 1))
     _done = all([bool(mallopt(option, value)) for option, value in settings])
+    if _done and hasattr(libc, "malloc_trim"):
+        global _libc
+        _libc = libc
+        _libc.malloc_trim.argtypes = (ctypes.c_size_t,)
     return _done
+
+
+def resident_bytes() -> int:
+    """Resident memory of this process (Linux: ``/proc/self/statm``; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def release_freed_memory(keep: int = KEEP_FREED) -> bool:
+    """Call between images: once the process holds more than ``keep`` bytes above what it held after
+    the last release (or at the first call), return glibc's free pages to the system.
+
+    Only where :func:`keep_freed_memory` took effect (the setting that keeps them); thread-safe.
+    True when it released.
+    """
+    global _resident_after_release
+    if _libc is None:
+        return False
+    with _release_lock:
+        if _resident_after_release is not None and resident_bytes() <= _resident_after_release + keep:
+            return False
+        _libc.malloc_trim(0)
+        _resident_after_release = resident_bytes()
+    return True
 
 
 class SharedSetting:

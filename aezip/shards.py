@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -131,6 +132,7 @@ class ShardResult:
     skipped: list[tuple[str, str]]
     stored: list[tuple[str, str]]
     below_floor: list[tuple[str, str]] = field(default_factory=list)
+    kept: dict[str, int] = field(default_factory=dict)  # files stored byte for byte, by reason label
 
 
 def pack_shard(task: ShardTask) -> ShardResult:
@@ -196,7 +198,18 @@ def _pack_shard_at(task: ShardTask, path: Path) -> ShardResult:
         first=names[0] if names else "",
         last=names[-1] if names else "",
     )
-    return ShardResult(record, summary.skipped, summary.stored, summary.below_floor)
+    return ShardResult(record, summary.skipped, summary.stored, summary.below_floor, dict(summary.kept))
+
+
+def kept_in_shard(location: str, storage_options: StorageOptions = None) -> Counter[str]:
+    """The files a written shard stores byte for byte, by reason label, read from its index (for reused shards)."""
+    from aezip.archive import raw_reason
+    from aezip.imagefile import reason_label
+    from aezip.remote import RemoteArchiveReader
+
+    reader = RemoteArchiveReader(location, storage_options) if is_url(location) else ArchiveReader(location)
+    with reader:
+        return Counter(reason_label(raw_reason(m)) for m in reader.members if m.kind == MemberKind.RAW)
 
 
 def plan(entries: list[Entry], sizes: list[int], shard_bytes: int | None, shard_images: int | None) -> list[list[int]]:
@@ -423,6 +436,7 @@ def pack_sharded(
             assert record is not None
             done[task.name] = record
             reused.append(task.name)
+            summary.kept.update(kept_in_shard(store.location(task.name), storage_options))
             if progress:
                 progress(record.files)
     _write_journal(store, kept, done, settings)
@@ -433,6 +447,7 @@ def pack_sharded(
         written.append(todo[i].name)
         summary.skipped += result.skipped
         summary.below_floor += result.below_floor
+        summary.kept.update(result.kept)
         summary.stored += [s for s in result.stored if s[0] not in {n for n, _ in summary.stored}]
         _write_journal(store, kept, done, settings)
         if progress:

@@ -4,6 +4,7 @@ the reason each raw member was stored as it is, and shard counts (issue 29, item
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -234,3 +235,96 @@ def test_truncated_jpeg_is_skipped_or_stored_as_asked(cut_tree: Path, tmp_path: 
     with aezip.open(str(tmp_path / "k.aez")) as arc:
         assert not arc.is_image("zz-cut.jpg") and arc.is_image("cats/b.jpg")
         assert arc.read_bytes("zz-cut.jpg") == (cut_tree / "zz-cut.jpg").read_bytes()
+
+
+# "Why was it stored raw?": list gives the reason per raw member, the pack summary counts them by reason
+
+RAW_REASONS = {
+    "anim.png": "animation (2 frames)",
+    "bad.png": "unreadable image: not a readable image (unknown or damaged format)",
+    "big.png": "too large (64.0 MP, over 64 MP)",
+    "bits.png": "1-bit (mode 1)",
+    "cmyk.jpg": "CMYK colour",
+    "float.tif": "float samples (mode F)",
+    "labels.csv": "not an image",
+    "pal.png": "palette (mode P)",
+    "rgb16.png": "16-bit samples (PNG bit depth 16)",
+    "thin.png": "too small (4×100 px, under 8 px a side)",
+}
+
+
+@pytest.fixture(scope="module")
+def odd_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One coded photo and one file of each reason to store a file byte for byte."""
+    root = tmp_path_factory.mktemp("odd") / "src"
+    root.mkdir()
+    rgb = photo_like(H, W)
+    Image.fromarray(rgb).save(root / "photo.png")
+    frames = [Image.fromarray(rgb), Image.fromarray(photo_like(H, W, 1))]
+    frames[0].save(root / "anim.png", save_all=True, append_images=frames[1:])
+    (root / "bad.png").write_text("not a picture\n")
+    Image.new("L", (8000, 8001)).save(root / "big.png", compress_level=1)  # over 64 MP, a small file
+    Image.fromarray(rgb).convert("1").save(root / "bits.png")
+    Image.fromarray(rgb).convert("CMYK").save(root / "cmyk.jpg")
+    Image.fromarray(rgb[..., 0].astype(np.float32) / 255).save(root / "float.tif")
+    (root / "labels.csv").write_text("photo.png,0\n")
+    Image.fromarray(rgb).convert("P").save(root / "pal.png")
+    (root / "rgb16.png").write_bytes(png_bytes(deep16(3), color_type=2))
+    Image.fromarray(photo_like(100, 4)).save(root / "thin.png")
+    return root
+
+
+def test_pack_summary_counts_raw_files_by_reason_and_list_names_each(odd_tree: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "odd.aez"
+    packed = runner.invoke(main, ["pack", str(odd_tree), str(out), "--on-error", "store"])
+    assert packed.exit_code == 0, packed.output
+    assert "packed 11 files (1 coded image)" in packed.output
+    counted = next(line for line in packed.output.splitlines() if line.startswith("stored byte for byte:"))
+    for label in ("animation", "unreadable image", "too large", "1-bit", "CMYK colour", "float samples"):
+        assert f"{label} ×1" in counted
+    assert "not an image ×1" in counted and "palette ×1" in counted and "16-bit samples ×1" in counted
+    assert "too small ×1" in counted and counted.count("×") == len(RAW_REASONS)
+
+    rows = json.loads(runner.invoke(main, ["list", str(out), "--json"]).output)
+    assert {r["name"]: r.get("reason") for r in rows} == {**RAW_REASONS, "photo.png": None}
+    listing = runner.invoke(main, ["list", str(out)]).output.splitlines()
+    for name, reason in RAW_REASONS.items():
+        assert any(line.startswith("raw") and line.endswith(f"  {name}  ({reason})") for line in listing), name
+    assert any(line.startswith("image") and line.endswith("  photo.png") for line in listing)
+
+
+def test_sharded_pack_counts_reasons_also_for_shards_it_reuses(odd_tree: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["pack", str(odd_tree), str(tmp_path / "ds"), "--shard-images", "4", "--on-error", "store", "--json"]
+    first = runner.invoke(main, [*args, "--jobs", "1"])
+    assert first.exit_code == 0, first.output
+    expected = {"16-bit samples": 1, "1-bit": 1, "CMYK colour": 1, "animation": 1, "float samples": 1}
+    expected |= {"not an image": 1, "palette": 1, "too large": 1, "too small": 1, "unreadable image": 1}
+    assert json.loads(first.output)["stored_by_reason"] == expected
+    again = runner.invoke(main, [*args, "--jobs", "1"])  # the same pack again: every shard is reused
+    assert again.exit_code == 0, again.output
+    body = json.loads(again.output)
+    assert body["written"] == [] and body["stored_by_reason"] == expected
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [b'{"lossless": "palette (mode P)", "extra": 1}', b'{"lossless": 16}', b'{"lossless": ""}', b"[1]"],
+)
+def test_raw_metadata_outside_the_allow_list_is_refused_by_every_reader(tmp_path: Path, metadata: bytes) -> None:
+    import zstandard
+
+    from aezip.container import ArchiveWriter, MemberKind
+
+    out = tmp_path / "x.aez"
+    with ArchiveWriter(out) as writer:
+        data = b"\x89PNG not really"
+        payload = zstandard.ZstdCompressor(write_checksum=True, write_content_size=True).compress(data)
+        writer.add("a.png", MemberKind.RAW, payload, original_size=len(data), metadata=metadata)
+    runner = CliRunner()
+    for args in (["list", str(out)], ["verify", str(out)], ["unpack", str(out), str(tmp_path / "dest")]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1 and result.output.startswith("Error: a.png: metadata"), (args, result.output)
+        assert result.output.count("\n") == 1
+    assert not (tmp_path / "dest").exists()
