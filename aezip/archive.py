@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import zstandard
 from PIL import Image
 
-from aezip.codec import Codec, Decoded
+from aezip.codec import Box, Codec, Decoded, check_box, parse_header
 from aezip.container import ArchiveReader, ArchiveWriter, MemberInfo, MemberKind
 from aezip.entropy.zstd_packer import decompressor
 from aezip.errors import AezipError, CorruptArchiveError, ModelError, UnsupportedImageError
@@ -30,6 +30,7 @@ from aezip.imagefile import (
     DEFAULT_JPEG_QUALITY,
     MAX_ICC_BYTES,
     check_file_meta,
+    check_raw_meta,
     encode_file,
     examine,
     is_image_name,
@@ -229,6 +230,12 @@ def member_meta(info: MemberInfo) -> dict:
     return meta
 
 
+def raw_reason(info: MemberInfo) -> str:
+    """Why a RAW member was stored as it is: ``16-bit samples (PNG bit depth 16)``, ``palette (mode P)``,
+    ``not an image``… (its metadata checked, see :func:`aezip.imagefile.check_raw_meta`)."""
+    return check_raw_meta(member_meta(info), info.name)
+
+
 def output_name(info: MemberInfo, fmt: str) -> str:
     """Relative path a member is restored to: its own name, or with ``.png`` for ``--format png``."""
     if fmt == "png" and info.kind == MemberKind.IMAGE:
@@ -365,18 +372,38 @@ class Archive:
         (one range request per run at a URL)."""
         return self._reader.read_payloads(names)
 
-    def decode(self, names: list[str], max_batch_pixels: int = 4_000_000) -> list[Decoded]:
-        """Decoded pixels of IMAGE members, batched by latent shape (see ``Codec.decode_many``)."""
+    def decode(
+        self, names: list[str], max_batch_pixels: int = 4_000_000, boxes: Sequence[Box | None] | None = None
+    ) -> list[Decoded]:
+        """Decoded pixels of IMAGE members, batched by latent shape (see ``Codec.decode_many``);
+        with ``boxes``, only those regions (one box or None per name)."""
         for n in names:
             if not self.is_image(n):
                 raise AezipError(f"{n} is not a coded image")
-        return self.codec.decode_many(self.payloads(names), max_batch_pixels=max_batch_pixels)
+        payloads = self.payloads(names)
+        if boxes is not None:
+            if len(boxes) != len(names):
+                raise AezipError(f"{len(boxes)} boxes for {len(names)} images")
+            checked = zip(boxes, payloads, names, strict=True)
+            boxes = [None if b is None else _member_box(b, p, n) for b, p, n in checked]
+        return self.codec.decode_many(payloads, max_batch_pixels=max_batch_pixels, boxes=boxes)
 
-    def image(self, name: str) -> Image.Image:
-        """A member as a PIL image: the reconstruction, or the original for losslessly stored images."""
+    def image(self, name: str, box: Box | None = None) -> Image.Image:
+        """A member as a PIL image: the reconstruction, or the original for losslessly stored images.
+
+        ``box`` ``(left, top, right, bottom)`` gives only that region (as ``image.crop(box)`` would,
+        inside the image): for a coded image only the latents under it are synthesised, so a small
+        crop of a large image is fast (see :meth:`aezip.Codec.decode_many`).
+        """
         if self.is_image(name):
-            return self.decode([name])[0].to_image()
-        return open_image(self.read_bytes(name), name)
+            return self.decode([name], boxes=None if box is None else [box])[0].to_image()
+        image = open_image(self.read_bytes(name), name)
+        if box is None:
+            return image
+        try:
+            return image.crop(check_box(box, image.width, image.height))
+        except AezipError as exc:
+            raise AezipError(f"{name}: {exc}") from None
 
     def stats(self, name: str) -> ImageStats | None:
         """PSNR, bpp and quality measured when the image was packed (``pack --measure`` or
@@ -398,6 +425,15 @@ class Archive:
         if info.kind == MemberKind.DIR:
             raise AezipError(f"{name} is a folder")
         return render(info, self.decode([name])[0], fmt, jpeg_quality)
+
+
+def _member_box(box: Box, payload: bytes, name: str) -> Box:
+    """``box`` checked against the size in a member's image stream header; errors name the member."""
+    header, _ = parse_header(payload)
+    try:
+        return check_box(box, header.width, header.height)
+    except AezipError as exc:
+        raise AezipError(f"{name}: {exc}") from None
 
 
 #: What Pillow may raise when writing an image from hostile metadata (beyond our own checks).

@@ -7,9 +7,10 @@ order. Other members (labels, CSV files, ...) are not items but stay readable by
 :meth:`ImageArchiveDataset.read_bytes`, so a ``target`` callable can pair images with labels.
 
 An item is exactly the image ``aezip unpack --format png`` restores for that member, as a tensor
-or a PIL image. Coded images are decoded in batches: :meth:`ImageArchiveDataset.get_batch` (and
-``__getitems__``, which ``DataLoader`` calls with ``batch_size > 1``) runs the synthesis once per
-group of images with equal latent shape, each forward pass bounded by ``max_batch_pixels``.
+or a PIL image; with ``crop``, a random window of it, of which only that part is synthesised.
+Coded images are decoded in batches: :meth:`ImageArchiveDataset.get_batch` (and ``__getitems__``,
+which ``DataLoader`` calls with ``batch_size > 1``) runs the synthesis once per group of images
+with equal latent shape, each forward pass bounded by ``max_batch_pixels``.
 
 Processes: the dataset pickles without its file handle or network; each DataLoader worker opens
 its own handle and loads its own decoder on first use (fork- and spawn-safe).
@@ -28,7 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from aezip.codec import Codec
+from aezip.codec import Box, Codec, parse_header
 from aezip.container import MemberInfo, MemberKind
 from aezip.errors import AezipError
 from aezip.imagefile import is_image_name
@@ -45,6 +46,66 @@ OUTPUTS = ("tensor", "pil")
 
 Transform = Callable[[Any], Any]
 Target = Callable[[str, "ImageArchiveDataset"], Any]
+#: Where a crop lands in the image: two numbers in [0, 1), vertical then horizontal (see :func:`crop_window`).
+CropAt = Sequence[float]
+
+
+def crop_size(crop: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """``crop`` as (height, width): an int is a square, a pair is (height, width) as torchvision's."""
+    if crop is None:
+        return None
+    size = (crop, crop) if isinstance(crop, int) else tuple(crop)
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise AezipError(f"crop must be a positive int or (height, width), got {crop!r}")
+    return size[0], size[1]
+
+
+def crop_window(
+    width: int, height: int, size: tuple[int, int], at: CropAt, pad_if_needed: bool = True, name: str = "image"
+) -> tuple[Box, tuple[int, int]]:
+    """The random crop of ``size`` (height, width) of a ``width`` × ``height`` image that ``at`` picks.
+
+    As torchvision's ``RandomCrop(size, pad_if_needed=...)``: each offset is uniform over the valid
+    ones (``at`` maps [0, 1) onto them); a side shorter than the crop is padded on both sides by
+    the difference first (with ``pad_if_needed``; else :class:`AezipError`). Returns the box of
+    image pixels inside the window and where its top-left corner lies in the crop (0, 0 unless padded).
+    """
+    placed = []
+    for n, c, u in ((height, size[0], at[0]), (width, size[1], at[1])):
+        pad = max(c - n, 0) if pad_if_needed else 0
+        if n + 2 * pad < c:
+            raise AezipError(
+                f"{name} is {width}x{height}, smaller than the crop {size[1]}x{size[0]} (use pad_if_needed=True)"
+            )
+        start = min(int(float(u) * (n + 2 * pad - c + 1)), n + 2 * pad - c) - pad
+        placed.append((max(start, 0), min(start + c, n), max(-start, 0)))
+    (top, bottom, dy), (left, right, dx) = placed
+    return (left, top, right, bottom), (dy, dx)
+
+
+def pad_tensor(pixels: torch.Tensor, size: tuple[int, int], offset: tuple[int, int]) -> torch.Tensor:
+    """A crop's pixels (C, h, w) on a zero tensor of ``size`` (height, width) at ``offset`` (top, left),
+    as torchvision's ``pad_if_needed`` pads a tensor; the tensor itself when it fills the crop."""
+    if tuple(pixels.shape[1:]) == size:
+        return pixels
+    canvas = pixels.new_zeros((pixels.shape[0], *size))
+    canvas[:, offset[0] : offset[0] + pixels.shape[1], offset[1] : offset[1] + pixels.shape[2]] = pixels
+    return canvas
+
+
+def pad_crop(image: Image.Image, size: tuple[int, int], offset: tuple[int, int]) -> Image.Image:
+    """``image`` (a crop) on a zero-filled canvas of ``size`` (height, width) at ``offset`` (top, left),
+    as torchvision's ``pad_if_needed`` fills with 0; the image itself when it already fills the crop."""
+    if image.size == (size[1], size[0]):
+        return image
+    canvas = Image.new(image.mode, (size[1], size[0]))
+    if image.mode in ("P", "PA"):  # the padding is index 0, as torchvision pads a palette image
+        canvas.putpalette(image.getpalette(rawmode="RGBA"), rawmode="RGBA")
+    canvas.paste(image, (offset[1], offset[0]))
+    for key in ("icc_profile", "transparency"):
+        if key in image.info:
+            canvas.info[key] = image.info[key]
+    return canvas
 
 
 def is_dataset_image(info: MemberInfo) -> bool:
@@ -94,6 +155,15 @@ class ImageArchiveDataset(Dataset):
     torchvision transform that accepts it). With ``target``, items are ``(image, target(name,
     dataset))``; the callable can read label members with :meth:`read_bytes`.
 
+    ``crop`` (an int, or (height, width)) makes each item a random window of that size, chosen
+    before the synthesis, which then runs only on the latents under it (and a halo of two: see
+    :meth:`aezip.Codec.decode_many`): the pixels are those of the whole image cropped (up to float
+    rounding, one level), at a fraction of the cost. ``mode`` and ``transform`` then apply to the
+    crop. The window is uniform over the image as torchvision's ``RandomCrop`` picks it, drawn
+    from torch's random generator (so ``torch.manual_seed`` and a DataLoader's ``generator`` or
+    worker seeds make it reproducible); a side shorter than the crop is padded with zeros as
+    ``RandomCrop(pad_if_needed=True)`` does, or with ``pad_if_needed=False`` is an error.
+
     ``device``: ``"auto"`` decodes on CUDA in the main process when available and on the CPU in
     DataLoader workers (CUDA cannot be used in workers forked after CUDA was initialised); ``"cuda"``
     or ``"cpu"`` force it everywhere. For GPU decoding, use ``num_workers=0`` and ``batch_size > 1``
@@ -115,6 +185,8 @@ class ImageArchiveDataset(Dataset):
         models: Sequence[str | Path] | None = None,
         max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
         storage_options: dict | None = None,
+        crop: int | Sequence[int] | None = None,
+        pad_if_needed: bool = True,
     ) -> None:
         if output not in OUTPUTS:
             raise AezipError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
@@ -130,6 +202,8 @@ class ImageArchiveDataset(Dataset):
         self.mode = mode
         self.device = device
         self.max_batch_pixels = max_batch_pixels
+        self.crop = crop_size(crop)
+        self.pad_if_needed = pad_if_needed
         self._members = [m for m in self.archive.members if is_dataset_image(m)]
         self._positions = {m.name: i for i, m in enumerate(self._members)}
         self._codec: Codec | None = None
@@ -184,25 +258,66 @@ class ImageArchiveDataset(Dataset):
         except KeyError:
             raise ValueError(f"{name!r} is not an image of {self.archive.path}") from None
 
-    def decode_batch(self, indices: Sequence[int]) -> list[Image.Image]:
-        """Images at ``indices`` as PIL images (no ``mode``/``transform``), coded ones in one batched decode."""
+    def decode_batch(self, indices: Sequence[int], crop_at: Sequence[CropAt] | None = None) -> list[Image.Image]:
+        """Images at ``indices`` as PIL images (no ``mode``/``transform``), coded ones in one batched decode.
+
+        With ``crop``, each is its crop window; ``crop_at`` (one pair in [0, 1) per index, see
+        :func:`crop_window`) places the windows, else they are drawn from torch's generator.
+        """
+        if self.crop is None:
+            return [im for im, _ in self._decode(indices, None)]
+        return [pad_crop(im, self.crop, offset) for im, offset in self._decode(indices, crop_at)]
+
+    def crop_window(self, name: str, width: int, height: int, at: CropAt) -> tuple[Box, tuple[int, int]]:
+        """The crop window of member ``name`` (``width`` × ``height``) for ``at`` (see :func:`crop_window`)."""
+        assert self.crop is not None
+        return crop_window(width, height, self.crop, at, self.pad_if_needed, f"{self.archive.path}: {name}")
+
+    def _decode(
+        self, indices: Sequence[int], crop_at: Sequence[CropAt] | None
+    ) -> list[tuple[Image.Image, tuple[int, int]]]:
+        """Images at ``indices`` (cropped to their windows with ``crop``, not padded) and each one's
+        offset in its crop."""
         infos = [self._members[self._check(i)] for i in indices]
+        if self.crop is not None and crop_at is None:
+            crop_at = torch.rand((len(infos), 2), dtype=torch.float64).tolist()
+        if crop_at is not None and len(crop_at) != len(infos):
+            raise AezipError(f"{len(crop_at)} crop positions for {len(infos)} images")
         coded = [k for k, info in enumerate(infos) if info.kind == MemberKind.IMAGE]
-        images: list[Image.Image | None] = [None] * len(infos)
+        images: list[tuple[Image.Image, tuple[int, int]] | None] = [None] * len(infos)
         if coded:
             streams = self.archive.payloads([infos[k].name for k in coded])
-            decoded = self.codec.decode_many(streams, max_batch_pixels=self.max_batch_pixels)
-            for k, d in zip(coded, decoded, strict=True):
-                images[k] = d.to_image()
+            boxes: list[Box] | None = None
+            offsets = [(0, 0)] * len(coded)
+            if self.crop is not None and crop_at is not None:
+                windows = []
+                for k, stream in zip(coded, streams, strict=True):
+                    header = parse_header(stream)[0]
+                    windows.append(self.crop_window(infos[k].name, header.width, header.height, crop_at[k]))
+                boxes, offsets = [w[0] for w in windows], [w[1] for w in windows]
+            crops = {} if boxes is None else {"boxes": boxes}
+            decoded = self.codec.decode_many(streams, max_batch_pixels=self.max_batch_pixels, **crops)
+            for k, d, offset in zip(coded, decoded, offsets, strict=True):
+                images[k] = (d.to_image(), offset)
         for k, info in enumerate(infos):
             if images[k] is None:
-                images[k] = self.archive.image(info.name)
+                images[k] = self._raw(info.name, None if crop_at is None else crop_at[k])
         return [im for im in images if im is not None]
 
-    def get_batch(self, indices: Sequence[int]) -> list[Any]:
-        """Items at ``indices`` (as ``dataset[i]`` gives them), decoded in one batched pass."""
+    def _raw(self, name: str, at: CropAt | None) -> tuple[Image.Image, tuple[int, int]]:
+        """A losslessly stored image, cropped to its window with ``crop``, and its offset in the crop."""
+        image = self.archive.image(name)
+        if self.crop is None or at is None:
+            return image, (0, 0)
+        box, offset = self.crop_window(name, image.width, image.height, at)
+        return image.crop(box), offset
+
+    def get_batch(self, indices: Sequence[int], crop_at: Sequence[CropAt] | None = None) -> list[Any]:
+        """Items at ``indices`` (as ``dataset[i]`` gives them), decoded in one batched pass; ``crop_at``
+        places the crop windows (see :meth:`decode_batch`)."""
         indices = [self._check(i) for i in indices]
-        return [self._item(i, im) for i, im in zip(indices, self.decode_batch(indices), strict=True)]
+        decoded = self._decode(indices, crop_at)
+        return [self._item(i, im, offset) for i, (im, offset) in zip(indices, decoded, strict=True)]
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         """Batched fetch: PyTorch ≥ 2.2 DataLoaders call this with a whole batch of indices."""
@@ -229,10 +344,12 @@ class ImageArchiveDataset(Dataset):
             raise IndexError(f"index {i} out of range for {n} images")
         return i % n
 
-    def _item(self, i: int, image: Image.Image) -> Any:
+    def _item(self, i: int, image: Image.Image, offset: tuple[int, int] = (0, 0)) -> Any:
         if self.mode is not None and image.mode != self.mode:
             image = image.convert(self.mode)
         out: Any = to_tensor(image) if self.output == "tensor" else image
+        if self.crop is not None:  # after the mode, as a RandomCrop transform pads
+            out = pad_tensor(out, self.crop, offset) if self.output == "tensor" else pad_crop(out, self.crop, offset)
         if self.transform is not None:
             out = self.transform(out)
         if self.target is None:

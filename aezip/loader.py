@@ -20,6 +20,10 @@ Two decode paths:
   entropy-decode latents (integer work, no CUDA in forked workers) into pinned memory; the main
   process runs the codec's batched synthesis on the device, one pass per latent shape, and
   ``mode`` and ``transform`` then run on the device tensors.
+
+With ``crop``, both paths synthesise only each image's random crop window (and the latents' halo
+around it); the windows are a pure function of ``(seed, epoch, image)`` (:func:`crop_positions`),
+so they too are the same for any number of workers and after a resume.
 """
 
 from __future__ import annotations
@@ -34,9 +38,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate, get_worker_info
 
-from aezip.codec import FLAG_GRAY, Codec, StreamHeader
+from aezip.codec import FLAG_GRAY, Codec, StreamHeader, Window, window
 from aezip.container import MemberKind
-from aezip.dataset import DEFAULT_MAX_BATCH_PIXELS, ImageArchiveDataset, Target, Transform, to_tensor
+from aezip.dataset import (
+    DEFAULT_MAX_BATCH_PIXELS,
+    CropAt,
+    ImageArchiveDataset,
+    Target,
+    Transform,
+    pad_tensor,
+    to_tensor,
+)
 from aezip.errors import AezipError
 from aezip.manifest import is_manifest_path, shard_paths
 from aezip.sampling import (
@@ -104,11 +116,18 @@ class ShardedImageDataset(Dataset):
             locals_.append(local)
         return [(source, p, loc) for source, (p, loc) in groups.items()]
 
-    def get_batch(self, indices: Sequence[int]) -> list[Any]:
-        """Items at global ``indices``, one batched decode per source."""
+    @property
+    def crops(self) -> bool:
+        """Whether any source crops its items (``crop``)."""
+        return any(d.crop is not None for d in self.datasets)
+
+    def get_batch(self, indices: Sequence[int], crop_at: Sequence[CropAt] | None = None) -> list[Any]:
+        """Items at global ``indices``, one batched decode per source (``crop_at``: one crop position
+        per index, see :meth:`aezip.ImageArchiveDataset.decode_batch`)."""
         out: list[Any] = [None] * len(indices)
         for source, positions, locals_ in self.grouped(indices):
-            for pos, item in zip(positions, self.datasets[source].get_batch(locals_), strict=True):
+            at = None if crop_at is None else [crop_at[p] for p in positions]
+            for pos, item in zip(positions, self.datasets[source].get_batch(locals_, at), strict=True):
                 out[pos] = item
         return out
 
@@ -138,6 +157,10 @@ class LatentItem:
     header: StreamHeader
     latents: torch.Tensor
     alpha: torch.Tensor | None
+    #: With a crop: where the crop's image pixels lie in the synthesis of ``latents`` (their window)
+    #: as (top, left, height, width), and the crop's (height, width, top, left of those pixels).
+    region: tuple[int, int, int, int] | None = None
+    place: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -172,8 +195,17 @@ def _compact(latents: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(latents.astype(np.int32, copy=False))
 
 
-def read_latents(dataset: ShardedImageDataset, indices: Sequence[int], mode: str | None) -> LatentBatch:
-    """Worker side of device decoding: read and entropy-decode the latents of ``indices``."""
+def crop_positions(seed: int, epoch: int, indices: Sequence[int]) -> list[list[float]]:
+    """Crop positions (see :func:`aezip.dataset.crop_window`) of the images at global ``indices``:
+    drawn from a generator seeded by (seed, epoch, index), so they depend on nothing else."""
+    return [np.random.default_rng([seed % 2**64, epoch, int(i)]).random(2).tolist() for i in indices]
+
+
+def read_latents(
+    dataset: ShardedImageDataset, indices: Sequence[int], mode: str | None, crop_at: Sequence[CropAt] | None = None
+) -> LatentBatch:
+    """Worker side of device decoding: read and entropy-decode the latents of ``indices``; with a
+    crop (``crop_at``: one position per index), keep only the latent window each crop needs."""
     batch = LatentBatch(size=len(indices))
     targets: list[Any] = [None] * len(indices)
     has_target = False
@@ -186,15 +218,24 @@ def read_latents(dataset: ShardedImageDataset, indices: Sequence[int], mode: str
             if ds.target is not None:
                 targets[pos] = ds.target(info.name, ds)
                 has_target = True
+            at = None if crop_at is None or ds.crop is None else crop_at[pos]
             if info.kind != MemberKind.IMAGE:
-                image = ds.archive.image(info.name)
+                image, offset = ds._raw(info.name, at)
                 if mode is not None and image.mode != mode:
                     image = image.convert(mode)
-                batch.ready[pos] = to_tensor(image)
+                pixels = to_tensor(image)
+                batch.ready[pos] = pixels if at is None or ds.crop is None else pad_tensor(pixels, ds.crop, offset)
                 continue
-            header, _model, latents, (alpha, _icc) = ds.codec._parse(streams[info.name])
+            header, model, latents, (alpha, _icc) = ds.codec._parse(streams[info.name])
+            region = place = None
+            if at is not None and ds.crop is not None:
+                box, (dy, dx) = ds.crop_window(info.name, header.width, header.height, at)
+                win = window(model, header.quality - 1, latents, box)
+                latents, region, place = win.latents, (win.y, win.x, win.height, win.width), (*ds.crop, dy, dx)
+                if alpha is not None:
+                    alpha = np.ascontiguousarray(alpha[box[1] : box[3], box[0] : box[2]])
             alpha_t = torch.from_numpy(alpha) if alpha is not None else None
-            batch.coded.append(LatentItem(pos, header, _compact(latents), alpha_t))
+            batch.coded.append(LatentItem(pos, header, _compact(latents), alpha_t, region, place))
     batch.targets = targets if has_target else None
     return batch
 
@@ -241,22 +282,43 @@ class DeviceDecoder:
             out[pos] = tensor.to(self.device, non_blocking=True)
         alphas = [i.alpha.to(self.device, non_blocking=True) if i.alpha is not None else None for i in batch.coded]
         store = self.codec.store
-        parsed = [(i.header, store.get(i.header.model_id), i.latents.numpy(), ()) for i in batch.coded]
+        whole = [n for n, i in enumerate(batch.coded) if i.region is None]
+        items = [batch.coded[n] for n in whole]
+        parsed = [(i.header, store.get(i.header.model_id), i.latents.numpy(), ()) for i in items]
         for chunk, pixels in self.codec._synthesize(parsed, self.max_batch_pixels):
-            for k, n in enumerate(chunk):
-                item = batch.coded[n]
-                image = pixels[k, :, : item.header.height, : item.header.width]
-                own = "RGB"
-                if item.header.flags & FLAG_GRAY:
-                    image = image.float().mean(0, keepdim=True).round_().to(torch.uint8)
-                    own = "L"
-                if alphas[n] is not None:
-                    image = torch.cat([image, alphas[n].unsqueeze(0)])
-                    own += "A"
-                if mode is not None:
-                    image = convert_mode(image, own, mode)
-                out[item.position] = image.float().div_(255.0)
+            for k, j in enumerate(chunk):
+                item, image = items[j], pixels[k, :, : items[j].header.height, : items[j].header.width]
+                out[item.position] = self._finish(item, image, alphas[whole[j]], mode)
+        cropped = [n for n, i in enumerate(batch.coded) if i.region is not None]
+        windows = [self._window(batch.coded[n]) for n in cropped]
+        for j, pixels in self.codec._synthesize_windows(windows, self.max_batch_pixels):
+            n = cropped[j]
+            if isinstance(pixels, np.ndarray):  # the NumPy decoder (decode_device="cpu")
+                pixels = torch.from_numpy(pixels).permute(2, 0, 1)
+            out[batch.coded[n].position] = self._finish(batch.coded[n], pixels, alphas[n], mode)
         return [t for t in out if t is not None]
+
+    def _window(self, item: LatentItem) -> Window:
+        assert item.region is not None
+        model = self.codec.store.get(item.header.model_id)
+        return Window(model, item.header.quality - 1, item.latents.numpy(), *item.region)
+
+    @staticmethod
+    def _finish(item: LatentItem, image: torch.Tensor, alpha: torch.Tensor | None, mode: str | None) -> torch.Tensor:
+        """uint8 RGB pixels (3, H, W) of an item → its float tensor: gray and alpha as coded, ``mode``, crop padding."""
+        own = "RGB"
+        if item.header.flags & FLAG_GRAY:
+            image = image.float().mean(0, keepdim=True).round_().to(torch.uint8)
+            own = "L"
+        if alpha is not None:
+            image = torch.cat([image, alpha.unsqueeze(0)])
+            own += "A"
+        if mode is not None:
+            image = convert_mode(image, own, mode)
+        if item.place is not None:
+            height, width, dy, dx = item.place
+            image = pad_tensor(image, (height, width), (dy, dx))
+        return image.float().div_(255.0)
 
 
 class ArchiveStream(IterableDataset):
@@ -332,10 +394,11 @@ class ArchiveStream(IterableDataset):
         self._yielded = skip
         for j in range(wid + skip * workers, batches, workers):
             chunk = indices[j * self.batch_size : (j + 1) * self.batch_size].tolist()
+            at = crop_positions(seed, epoch, chunk) if self.dataset.crops else None
             if self.latents:
-                out: Any = read_latents(self.dataset, chunk, self.mode)
+                out: Any = read_latents(self.dataset, chunk, self.mode, at)
             else:
-                out = self.collate_fn(self.dataset.get_batch(chunk))
+                out = self.collate_fn(self.dataset.get_batch(chunk, at))
             self._yielded += 1
             yield out
 
@@ -360,7 +423,9 @@ class ArchiveLoader:
 
     ``sources``: an archive path, a list of paths (shards), or datasets (:class:`ShardedImageDataset`,
     :class:`aezip.ImageArchiveDataset`). ``transform``, ``target``, ``mode``, ``output`` and
-    ``models`` open paths as :class:`aezip.ImageArchiveDataset` does.
+    ``models`` open paths as :class:`aezip.ImageArchiveDataset` does, and so do ``crop`` and
+    ``pad_if_needed`` (random crops of which only the window is synthesised); here the windows are
+    a pure function of ``(seed, epoch, image)``, the same for any number of workers and on resume.
 
     Sampling (:mod:`aezip.sampling`): ``seed``, ``shuffle``, ``block_size``, ``window``;
     ``rank``/``world_size`` (default ``RANK``/``WORLD_SIZE`` or the ``torch.distributed`` group);
@@ -397,6 +462,8 @@ class ArchiveLoader:
         mode: str | None = None,
         output: str = "tensor",
         models: Sequence[str | Path] | None = None,
+        crop: int | Sequence[int] | None = None,
+        pad_if_needed: bool = True,
         collate_fn: Callable[[list[Any]], Any] | None = None,
         decode_device: str | None = None,
         precision: str = "fp32",
@@ -418,6 +485,7 @@ class ArchiveLoader:
             dataset = sources
         else:
             options = {"target": target, "output": output, "models": models, "max_batch_pixels": max_batch_pixels}
+            options.update(crop=crop, pad_if_needed=pad_if_needed)
             if not on_device:
                 options.update(transform=transform, mode=mode)
             dataset = ShardedImageDataset(sources, device="cpu", **options)
