@@ -48,11 +48,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from aezip.archive import Archive
-    from aezip.codec import Codec
-    from aezip.dataset import ImageArchiveDataset
+    from aezip.archive.reader import Archive
+    from aezip.codec.codec import Codec
+    from aezip.loader.dataset import ImageArchiveDataset
 
-_LAZY = {"Codec": "aezip.codec", "Archive": "aezip.archive", "ImageArchiveDataset": "aezip.dataset"}
+_LAZY = {"Codec": "aezip.codec.codec", "Archive": "aezip.archive.reader", "ImageArchiveDataset": "aezip.loader.dataset"}
 
 
 def __getattr__(name: str) -> Any:
@@ -69,6 +69,6 @@ def open(  # noqa: A001
     """Open an ``.aez`` archive, or a sharded dataset (its ``manifest.json`` or folder), for random
     access by member name (see :class:`aezip.Archive`). ``path`` may be an fsspec URL (``s3://…``):
     members are then read by range requests, with ``storage_options`` for the store."""
-    from aezip.sharded import open_archive
+    from aezip.store.sharded import open_archive
 
     return open_archive(path, device=device, models=models, storage_options=storage_options)

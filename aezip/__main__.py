@@ -1,5 +1,5 @@
 """``python -m aezip`` runs the command line."""
 
-from aezip.cli import main
+from aezip.cli.app import main
 
 main()

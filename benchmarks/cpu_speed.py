@@ -73,7 +73,7 @@ _EPOCHS = """
 import sys, time
 import torch
 from torch.utils.data import DataLoader
-from aezip.dataset import ImageArchiveDataset
+from aezip.loader.dataset import ImageArchiveDataset
 torch.manual_seed(0)
 ds = ImageArchiveDataset(sys.argv[1], output="tensor", mode="RGB")
 loader = DataLoader(ds, batch_size=1, num_workers=int(sys.argv[2]), persistent_workers=True,
@@ -113,9 +113,9 @@ def transforms(image_dir: Path, limit: int) -> list[tuple[str, float, float]]:
     import torch
     from PIL import Image
 
-    from aezip.codec import Codec
+    from aezip.codec.codec import Codec
     from aezip.model.inference import InferenceModel
-    from aezip.runtime import keep_freed_memory
+    from aezip.model.runtime import keep_freed_memory
 
     keep_freed_memory()  # as the command line does
     torch.set_num_threads(1)
@@ -183,7 +183,7 @@ class _NumpyDecoder:
         return self.encoder.analyze(x, quality)  # type: ignore[arg-type]
 
     def synthesize(self, y: object, quality: int) -> np.ndarray:
-        from aezip.runtime import blas_one_thread
+        from aezip.model.runtime import blas_one_thread
 
         with blas_one_thread():
             return self.synthesis(y[0].numpy(), quality)  # type: ignore[index]

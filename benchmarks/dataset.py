@@ -21,7 +21,7 @@ import zstandard
 
 from benchmarks.images import image_files
 
-AEZIP_CLI = [sys.executable, "-c", "from aezip.cli import main; main()"]
+AEZIP_CLI = [sys.executable, "-c", "from aezip.cli.app import main; main()"]
 ZSTD_LEVEL = 19
 
 

@@ -29,11 +29,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from aezip.codec import Codec
-from aezip.dataset import ImageArchiveDataset, to_tensor
-from aezip.imagefile import is_image_name
-from aezip.metrics import psnr
-from aezip.pack import pack
+from aezip.archive.pack import pack
+from aezip.codec.codec import Codec
+from aezip.codec.imagefile import is_image_name
+from aezip.codec.metrics import psnr
+from aezip.loader.dataset import ImageArchiveDataset, to_tensor
 
 
 class CropFlip:

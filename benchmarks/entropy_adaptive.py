@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aezip.codec import Codec, parse_header
+from aezip.codec.codec import Codec, parse_header
+from aezip.codec.metrics import psnr
 from aezip.entropy import METHODS, decode_latents, encode_latents
-from aezip.entropy.context import context_tables
-from aezip.metrics import psnr
+from aezip.model.side_files import context_tables
 from aezip.train.data import list_images, load_rgb
 from benchmarks.metrics import bd_rate
 

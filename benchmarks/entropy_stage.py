@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aezip.codec import pad_to_multiple
+from aezip.codec.codec import pad_to_multiple
 from aezip.entropy.ans import decode_ans, encode_ans
 from aezip.entropy.zstd_packer import decode_zstd, encode_zstd
 from aezip.model.registry import default_model_path

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from aezip.container import spec
+from aezip.archive.container import spec
 
 ENTRY_FIELDS = ("kind", "flags", "offset", "length", "crc", "original_size", "mode", "mtime")
 ENTRY_WIDTHS = {"kind": 1, "flags": 2, "offset": 8, "length": 8, "crc": 4, "original_size": 8, "mode": 4, "mtime": 8}
@@ -124,7 +124,7 @@ def build_source(root: Path) -> dict[str, bytes]:
 
 def build_corpus(work: Path, codec_ans: object, codec_zstd: object) -> tuple[list[bytes], dict[str, bytes]]:
     """Two real archives of the same tree (ANS and zstd latents) and the exact bytes of its stored files."""
-    from aezip.pack import pack
+    from aezip.archive.pack import pack
 
     src = work / "src"
     src.mkdir()
@@ -397,17 +397,17 @@ class Result:
 
 
 def _tree(root: Path) -> list[str]:
-    from aezip.pack import walk_tree
+    from aezip.archive.pack import walk_tree
 
     return sorted(p.relative_to(root).as_posix() for p in walk_tree(root)) if root.exists() else []
 
 
 def check_mutant(data: bytes, work: Path, codec: object, raw: dict[str, bytes], runner: object) -> str | None:
     """Run every reader on one mutant; None if it behaved, else what went wrong."""
-    from aezip.archive import Archive
-    from aezip.cli import main
+    from aezip.archive.pack import unpack, verify
+    from aezip.archive.reader import Archive
+    from aezip.cli.app import main
     from aezip.errors import AezipError
-    from aezip.pack import unpack, verify
 
     arc = work / "m.aez"
     arc.write_bytes(data)
@@ -438,7 +438,7 @@ def check_mutant(data: bytes, work: Path, codec: object, raw: dict[str, bytes], 
             path = dest / name
             if path.is_file() and not path.is_symlink() and path.read_bytes() != content:
                 return f"silent corruption: {name} restored with different bytes"
-        from aezip.pack import walk_tree
+        from aezip.archive.pack import walk_tree
 
         for path in walk_tree(dest):
             if path.is_symlink() and not path.resolve().is_relative_to(dest.resolve()):
@@ -463,8 +463,8 @@ def run(mutants: int, seed: int = 0, time_limit: float = 30.0, log: object = Non
     import torch
     from click.testing import CliRunner
 
-    from aezip.codec import Codec
-    from aezip.pack import remove_tree
+    from aezip.archive.pack import remove_tree
+    from aezip.codec.codec import Codec
 
     torch.set_num_threads(1)
     rng = random.Random(seed)

@@ -15,7 +15,7 @@ repeats images. Measured, for fp32 and bf16 transforms:
   no workers), images per second into float tensors;
 * ``entropy_decode_parallel``: ANS decoding of the same streams spread over ``--workers`` threads;
 * ``loader``: the training data path, archive → pixel tensors on the device, through
-  :class:`aezip.loader.ArchiveLoader` with ``decode_device`` (entropy decoding in ``--workers``
+  :class:`aezip.loader.archive_loader.ArchiveLoader` with ``decode_device`` (entropy decoding in ``--workers``
   worker processes, batched synthesis in the main process), fp32 and bf16, for archives of the
   768×512 frames and of 256² crops cut from them; ``pack_s`` is the time to pack each archive
   (images → archive, transforms on the device).
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aezip.codec import Codec
+from aezip.codec.codec import Codec
 from aezip.train.data import list_images, load_rgb
 
 FRAME = (512, 768)
@@ -189,14 +189,14 @@ def loader_speeds(
     workers: int,
     frames_count: int = 128,
 ) -> list[dict]:
-    """Images/s and MP/s of :class:`aezip.loader.ArchiveLoader` on ``device``, per archive and precision.
+    """Images/s and MP/s of :class:`aezip.loader.archive_loader.ArchiveLoader` on ``device``, per archive and precision.
 
     The archives hold ``frames_count`` frames and eight times as many 256² crops.
     """
     from PIL import Image
 
-    from aezip.loader import ArchiveLoader
-    from aezip.pack import pack
+    from aezip.archive.pack import pack
+    from aezip.loader.archive_loader import ArchiveLoader
 
     rows = []
     sets = {"frames": _batch(images, frames_count), "crops256": _batch(crops_of(images), 8 * frames_count)}
@@ -249,8 +249,8 @@ def dataset_speed(images: list[np.ndarray], model: Path | None, device: str, qua
     from PIL import Image
     from torch.utils.data import DataLoader
 
-    from aezip.dataset import ImageArchiveDataset
-    from aezip.pack import pack
+    from aezip.archive.pack import pack
+    from aezip.loader.dataset import ImageArchiveDataset
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"

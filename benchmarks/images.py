@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from aezip.container import MemberKind
-from aezip.imagefile import is_image_name, lossless_reason, open_image
-from aezip.pack import collect
+from aezip.archive.container import MemberKind
+from aezip.archive.pack import collect
+from aezip.codec.imagefile import is_image_name, lossless_reason, open_image
 
 _ORIENTATION = 0x0112
 

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from aezip.codec import Codec
-from aezip.dataset import ImageArchiveDataset
-from aezip.imagefile import is_image_name
-from aezip.loader import ArchiveLoader
-from aezip.pack import pack
-from aezip.sampling import epoch_order
+from aezip.archive.pack import pack
+from aezip.codec.codec import Codec
+from aezip.codec.imagefile import is_image_name
+from aezip.loader.archive_loader import ArchiveLoader
+from aezip.loader.dataset import ImageArchiveDataset
+from aezip.loader.sampling import epoch_order
 
 
 class Crop:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aezip.metrics import psnr as psnr  # one PSNR definition for the package and the benchmarks
+from aezip.codec.metrics import psnr as psnr  # one PSNR definition for the package and the benchmarks
 
 MSSSIM_WINDOW = 11
 MSSSIM_SCALES = 5

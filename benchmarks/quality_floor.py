@@ -3,7 +3,7 @@
 Usage: ``python -m benchmarks.quality_floor IMAGE_DIR --min-psnr 32 [--out FILE.json]``
 
 Every image is coded at every quality with the real encoder and decoder (the table the floor
-search of :mod:`aezip.quality` bisects). Reported: the total stream bytes when each image gets
+search of :mod:`aezip.codec.quality` bisects). Reported: the total stream bytes when each image gets
 the lowest quality reaching the floor (what ``aezip pack --min-psnr`` picks; the table checks that
 PSNR rises with quality for every image, which makes bisection exact), beside the total of the
 smallest single quality that brings every image to the floor.
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from aezip.codec import Codec
-from aezip.imagefile import prepare
-from aezip.quality import _trial
+from aezip.codec.codec import Codec
+from aezip.codec.imagefile import prepare
+from aezip.codec.quality import _trial
 from aezip.train.data import list_images
 
 

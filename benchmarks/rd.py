@@ -1,6 +1,6 @@
 """Rate–distortion sweeps: every codec at every setting over every image, then BD-rates.
 
-aezip's rate is the size of a real one-image ``.aez`` archive written by ``aezip.pack.pack``
+aezip's rate is the size of a real one-image ``.aez`` archive written by ``aezip.archive.pack.pack``
 (container header, index entry with the member name and metadata, footer: all included), and
 its pixels come from reading that archive back (``Archive.payload`` + ``Codec.decode_many``).
 Baselines' rate is the size of the complete file Pillow writes.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aezip.archive import Archive
-from aezip.codec import Codec
-from aezip.pack import pack
+from aezip.archive.pack import pack
+from aezip.archive.reader import Archive
+from aezip.codec.codec import Codec
 from benchmarks.baselines import Baseline
 from benchmarks.images import BenchImage
 from benchmarks.metrics import bd_rate, ms_ssim, psnr

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from aezip.codec import Codec
+from aezip.codec.codec import Codec
 from benchmarks.baselines import Baseline
 from benchmarks.images import BenchImage
 

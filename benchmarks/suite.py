@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 QUICK_QUALITIES = [1, 4, 8]
 QUICK_SPEED_IMAGES = 2
 AEZIP_RATE = (
-    "size of a one-image .aez archive per image, written by aezip.pack.pack (container header, index entry"
+    "size of a one-image .aez archive per image, written by aezip.archive.pack.pack (container header, index entry"
     " with member name and metadata, and footer included); stream_bytes/container_bytes split it"
 )
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"not a folder: {args.image_dir}")
     import torch
 
-    from aezip import codec as aezip_codec
+    from aezip.codec import codec as aezip_codec
     from benchmarks import dataset, environment, rd, report, speed
     from benchmarks.images import load_images
 

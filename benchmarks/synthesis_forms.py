@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aezip.codec import Codec, prepare_any
-from aezip.metrics import psnr
-from aezip.runtime import blas_one_thread
+from aezip.codec.codec import Codec, prepare_any
+from aezip.codec.metrics import psnr
+from aezip.model.runtime import blas_one_thread
 
 
 def _pixels(x: torch.Tensor) -> np.ndarray:

@@ -7,7 +7,7 @@ Usage::
 For each image and quality, the default model's latents are coded with zstd at the probe level
 (:data:`aezip.entropy.zstd_packer.PROBE_LEVEL`) and at level 19, with ``ans`` and with ``ans-ctx``.
 The table gives, per quality, the range of level-19/probe size ratios (``auto`` assumes level 19
-never gets below :data:`aezip.codec.ZSTD_PROBE_GAIN` of the probe) and of level-19/best-learned
+never gets below :data:`aezip.codec.codec.ZSTD_PROBE_GAIN` of the probe) and of level-19/best-learned
 ratios (how far zstd is from winning), and how often ``auto`` would have skipped level 19.
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from aezip.codec import ZSTD_PROBE_GAIN, Codec, prepare_any, zstd_could_win
+from aezip.codec.codec import ZSTD_PROBE_GAIN, Codec, prepare_any, zstd_could_win
 from aezip.entropy import encode_latents
-from aezip.entropy.context import context_tables
 from aezip.entropy.zstd_packer import PROBE_LEVEL, encode_zstd
+from aezip.model.side_files import context_tables
 
 
 def sizes(image_dir: Path, qualities: list[int]) -> list[tuple[int, str, dict[str, int]]]:

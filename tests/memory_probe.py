@@ -76,7 +76,7 @@ def _patch() -> None:
 
 def _warm_up() -> None:
     """Load torch, the model and the context tables, and code a small image with the real transforms."""
-    from aezip.codec import Codec
+    from aezip.codec.codec import Codec
 
     small = np.full((96, 128, 3), 128, dtype=np.uint8)
     small[::7] = 40
@@ -99,7 +99,7 @@ def write_image(path: Path) -> None:
 
 def middle_tile() -> int:
     """Index, in coding order, of a tile in the middle of the image (halo on every side)."""
-    from aezip.codec import tiles
+    from aezip.codec.codec import tiles
 
     lh, lw = -(-SIDE[1] // 16), -(-SIDE[0] // 16)
     parts = tiles(lh, lw)
@@ -113,7 +113,7 @@ def main() -> None:
         (folder / "in").mkdir(exist_ok=True)
         write_image(folder / "in" / "big.jpg")
         return
-    from aezip.cli import main as cli
+    from aezip.cli.app import main as cli
 
     _patch()
     _warm_up()

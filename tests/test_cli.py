@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import aezip
-from aezip.cli import main
-from aezip.container import ArchiveWriter, MemberKind, spec
+from aezip.archive.container import ArchiveWriter, MemberKind, spec
+from aezip.cli.app import main
 from tests.conftest import photo_like, psnr
 
 LOSSLESS = ("dogs/pal.png", "dogs/depth16.png", "dogs/deep/tiny.webp")  # palette, 16-bit, 1 px tall
@@ -267,7 +267,7 @@ def test_quick_start_on_the_shipped_sample_photos(tmp_path: Path, runner: CliRun
 
 def test_entropy_option_offers_exactly_the_codecs_choices() -> None:
     """The CLI spells the choices out (importing the codec would load torch for ``--help``): keep them in step."""
-    from aezip.codec import ENTROPY_CHOICES
+    from aezip.codec.codec import ENTROPY_CHOICES
 
     option = next(p for p in main.commands["pack"].params if p.name == "entropy")
     assert sorted(option.type.choices) == sorted(ENTROPY_CHOICES)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from aezip import Codec, CorruptArchiveError, FormatError, ModelMismatchError, UnsupportedImageError
-from aezip.codec import parse_header
+from aezip.codec.codec import parse_header
 from tests.conftest import photo_like, psnr
 
 PSNR_FLOOR = 32.0  # dB at quality 8 on a smooth synthetic photo (shipped model: ~39.6)
@@ -114,7 +114,7 @@ def test_exif_orientation_is_applied(codec: Codec) -> None:
     buf = io.BytesIO()
     im.save(buf, "PNG", exif=exif.tobytes())
     shown = Image.open(io.BytesIO(buf.getvalue()))
-    from aezip.imagefile import prepare
+    from aezip.codec.imagefile import prepare
 
     prepared = prepare(shown)
     assert prepared.rgb.shape[:2] == (30, 10)

@@ -15,7 +15,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aezip.container import (
+from aezip.archive.container import (
     FORMAT_VERSION,
     MAGIC,
     ArchiveReader,

@@ -307,8 +307,8 @@ def test_cpu_unpack_runs_without_torch(tmp_path: Path) -> None:
     the ones this process decodes (where torch is loaded) and close to the original."""
     from PIL import Image
 
-    from aezip.cli import main as cli
-    from aezip.sharded import open_archive
+    from aezip.cli.app import main as cli
+    from aezip.store.sharded import open_archive
 
     src = tmp_path / "src"
     src.mkdir()
@@ -317,7 +317,7 @@ def test_cpu_unpack_runs_without_torch(tmp_path: Path) -> None:
     archive = tmp_path / "a.aez"
     assert CliRunner().invoke(cli, ["pack", str(src), str(archive), "--device", "cpu"]).exit_code == 0
     script = (
-        "import sys; from aezip.cli import main; "
+        "import sys; from aezip.cli.app import main; "
         f"main(['unpack', {str(archive)!r}, {str(tmp_path / 'out')!r}], standalone_mode=False); "
         "sys.exit(3 if 'torch' in sys.modules else 0)"
     )

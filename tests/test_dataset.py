@@ -18,10 +18,10 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 
 import aezip
-from aezip.cli import main
-from aezip.codec import Codec
-from aezip.dataset import ImageArchiveDataset, to_tensor
-from aezip.pack import pack
+from aezip.archive.pack import pack
+from aezip.cli.app import main
+from aezip.codec.codec import Codec
+from aezip.loader.dataset import ImageArchiveDataset, to_tensor
 from tests.conftest import photo_like
 
 LABELS = {

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import aezip
-from aezip.cli import main
-from aezip.container import ArchiveReader, MemberKind
+from aezip.archive.container import ArchiveReader, MemberKind
+from aezip.cli.app import main
 from aezip.entropy.tables import CdfTables
 from aezip.model.autoencoder import Autoencoder
 from aezip.model.config import ModelConfig

@@ -17,27 +17,25 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from aezip import Codec
-from aezip.codec import parse_header
+from aezip.codec.codec import parse_header
 from aezip.entropy import METHODS, decode_latents, encode_latents
 from aezip.entropy.context import (
     ID_BYTES,
     ContextTables,
     context_from_bytes,
-    context_tables,
     context_to_bytes,
     decode_ctx,
     encode_ctx,
-    load_context,
-    side_file_path,
 )
-from aezip.entropy.fit import fit_quality
-from aezip.entropy.fit import main as fit_main
 from aezip.entropy.tables import CdfTables
 from aezip.errors import CorruptArchiveError, ModelError
 from aezip.model.autoencoder import Autoencoder
 from aezip.model.config import ModelConfig
 from aezip.model.registry import ModelStore, default_model, load_shipped, shipped_models
+from aezip.model.side_files import context_tables, load_context, side_file_path
 from aezip.model.weights import model_to_bytes
+from aezip.train.fit_entropy import fit_quality
+from aezip.train.fit_entropy import main as fit_main
 from tests.conftest import photo_like
 from tests.test_entropy_ans import INT32_MAX, INT32_MIN, random_tables
 
@@ -346,7 +344,7 @@ def test_user_model_gets_tables_with_the_fit_step(tiny_model: Path) -> None:
 
 def test_fit_command_line_runs(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "side.ctx.safetensors"
-    args = [sys.executable, "-m", "aezip.entropy.fit", str(tiny_model), str(tiny_model.parent / "train")]
+    args = [sys.executable, "-m", "aezip.train.fit_entropy", str(tiny_model), str(tiny_model.parent / "train")]
     subprocess.run([*args, "--out", str(out), "--limit", "2"], check=True, capture_output=True)
     assert out.stat().st_size > 0
 
@@ -369,7 +367,7 @@ def test_format_doc_shows_the_golden_stream() -> None:
 
 
 def test_damaged_shipped_side_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aezip.entropy import context as context_module
+    from aezip.model import side_files as context_module
 
     entry = default_model()
     damaged = tmp_path / "damaged.ctx.safetensors"

@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from aezip.archive import Archive
-from aezip.cli import main
-from aezip.codec import Codec
-from aezip.export import sample_key
+from aezip.archive.pack import pack
+from aezip.archive.reader import Archive
+from aezip.cli.app import main
+from aezip.codec.codec import Codec
+from aezip.loader.export import sample_key
 from aezip.model.registry import shipped_models
-from aezip.pack import pack
 from tests.conftest import photo_like
 
 KEYS = ["cat/a", "cat/b_v2", "dog/c", "dog/d"]  # WebDataset keys of the four images
@@ -141,7 +141,7 @@ def test_hugging_face_iterable(archive: Path) -> None:
     pytest.importorskip("datasets")
     from datasets.distributed import split_dataset_by_node
 
-    from aezip.interop import hf_iterable
+    from aezip.loader.interop import hf_iterable
 
     data = hf_iterable([archive, archive], num_shards=4)
     assert data.num_shards == 4

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import aezip
-from aezip.cli import main
+from aezip.cli.app import main
 from tests.conftest import photo_like
 
 H, W = 24, 32
@@ -192,7 +192,7 @@ def cut_tree(tmp_path: Path) -> Path:
 
 
 def _no_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aezip.codec import Codec
+    from aezip.codec.codec import Codec
 
     def refuse(*args: object, **kwargs: object) -> bytes:
         raise AssertionError("encoded before every input was checked")
@@ -315,7 +315,7 @@ def test_sharded_pack_counts_reasons_also_for_shards_it_reuses(odd_tree: Path, t
 def test_raw_metadata_outside_the_allow_list_is_refused_by_every_reader(tmp_path: Path, metadata: bytes) -> None:
     import zstandard
 
-    from aezip.container import ArchiveWriter, MemberKind
+    from aezip.archive.container import ArchiveWriter, MemberKind
 
     out = tmp_path / "x.aez"
     with ArchiveWriter(out) as writer:

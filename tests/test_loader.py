@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from aezip.codec import Codec
+from aezip.archive.pack import pack
+from aezip.codec.codec import Codec
 from aezip.errors import AezipError
-from aezip.loader import ArchiveLoader, ArchiveStream, ShardedImageDataset, convert_mode
+from aezip.loader.archive_loader import ArchiveLoader, ArchiveStream, ShardedImageDataset, convert_mode
 from aezip.model.registry import shipped_models
-from aezip.pack import pack
 from tests.conftest import photo_like
 
 COUNTS = [5, 7, 4]

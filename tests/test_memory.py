@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aezip.codec import Codec, compact_latents, latent_dtype
+from aezip.codec.codec import Codec, compact_latents, latent_dtype
 from aezip.entropy import METHODS, decode_latents, encode_latents
-from aezip.entropy.context import context_tables
+from aezip.model.side_files import context_tables
 
 #: The README's bound for one 64 MP image at the default settings (bytes).
 BOUND = 1.5e9

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import aezip
-from aezip.codec import Codec
+from aezip.codec.codec import Codec
 from aezip.errors import ModelError
 from aezip.model import registry
 from aezip.model.registry import default_model, model_name, shipped_models
@@ -67,7 +67,7 @@ def test_archive_written_by_an_old_release_decodes_exactly(
 
 
 def test_old_archive_unpacks_through_the_cli(runner, tmp_path: Path) -> None:
-    from aezip.cli import main
+    from aezip.cli.app import main
 
     result = runner.invoke(main, ["unpack", str(GOLDEN / "archive.aez"), str(tmp_path / "out")])
     assert result.exit_code == 0, result.output

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import aezip
-from aezip.codec import STREAM_MAGIC, STREAM_VERSION
-from aezip.container import FORMAT_VERSION, MAGIC
+from aezip.archive.container import FORMAT_VERSION, MAGIC
+from aezip.codec.codec import STREAM_MAGIC, STREAM_VERSION
 from aezip.entropy import METHODS
 
 
@@ -41,6 +41,6 @@ def test_format_constants() -> None:
 
 def test_import_is_cheap() -> None:
     """``import aezip`` must not pull in torch (CLI start-up, worker processes)."""
-    code = "import sys, aezip, aezip.container; print('torch' in sys.modules)"
+    code = "import sys, aezip, aezip.archive.container; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 import aezip
-from aezip.cli import main
-from aezip.codec import Codec
+from aezip.archive.pack import pack
+from aezip.archive.report import summarize, to_text
+from aezip.cli.app import main
+from aezip.codec.codec import Codec
+from aezip.codec.imagefile import prepare
+from aezip.codec.quality import QualityTarget, encode_to_target
 from aezip.errors import AezipError
-from aezip.imagefile import prepare
-from aezip.pack import pack
-from aezip.quality import QualityTarget, encode_to_target
-from aezip.report import summarize, to_text
 
 PHOTOS = Path(__file__).resolve().parents[1] / "examples" / "photos"
 

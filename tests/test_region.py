@@ -15,11 +15,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import aezip
-from aezip.codec import Codec, latent_window
-from aezip.dataset import ImageArchiveDataset, crop_window, to_tensor
+from aezip.archive.pack import pack
+from aezip.codec.codec import Codec, latent_window
 from aezip.errors import AezipError
-from aezip.loader import ArchiveLoader, crop_positions
-from aezip.pack import pack
+from aezip.loader.archive_loader import ArchiveLoader, crop_positions
+from aezip.loader.dataset import ImageArchiveDataset, crop_window, to_tensor
 from tests.conftest import photo_like
 
 BOXES = [
@@ -224,7 +224,6 @@ def test_loader_crops_are_a_function_of_seed_epoch_and_image(archive: Path, deco
     with_workers = ArchiveLoader(archive, num_workers=2, **kwargs)
     with_workers.set_epoch(1)
     assert all(torch.equal(a, b) for a, b in zip(batches, [t for b in with_workers for t in b], strict=True))
-
 
 
 def test_only_the_window_is_synthesised(codec: Codec, archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import aezip
-from aezip.cli import main
+from aezip.cli.app import main
 from tests.conftest import photo_like
 
 pytest.importorskip("flask")  # moto's server mode

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import aezip
-from aezip.cli import main
-from aezip.container import ArchiveWriter, MemberKind, spec
-from aezip.container.spec import validate_link_target
+from aezip.archive.container import ArchiveWriter, MemberKind, spec
+from aezip.archive.container.spec import validate_link_target
+from aezip.cli.app import main
 from aezip.errors import UnsafePathError
 from tests.conftest import photo_like
 
@@ -143,7 +143,7 @@ def broken(src: Path) -> Path:
 def test_unreadable_image_fails_before_any_encoding(
     broken: Path, tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aezip.codec import Codec
+    from aezip.codec.codec import Codec
 
     def no_encoding(*args: object, **kwargs: object) -> bytes:
         raise AssertionError("encoded before every input was checked")
@@ -223,7 +223,7 @@ def test_links_are_stored_as_links_and_empty_folders_kept(src: Path, tmp_path: P
         assert name in result.output
     with aezip.open(str(out)) as arc:
         assert arc.info("sub/a-link.png").kind == MemberKind.LINK and arc.link_target("folder-link") == "sub"
-    assert aezip.container.ArchiveReader(out).version == (1, 1)
+    assert aezip.archive.container.ArchiveReader(out).version == (1, 1)
     listing = runner.invoke(main, ["list", str(out)]).output
     assert listing.splitlines()[0].split() == ["kind", "size", "stored", "name"] and "-> ../a.png" in listing
     assert runner.invoke(main, ["verify", str(out)]).exit_code == 0
@@ -301,7 +301,7 @@ def test_thousand_folder_deep_name_is_a_clean_result(tmp_path: Path, runner: Cli
     unpack = runner.invoke(main, ["unpack", str(arc), str(tmp_path / "dest")])
     assert verify.exit_code == 0 and unpack.exit_code == 0, unpack.output
     assert (tmp_path / "dest" / name).read_bytes() == b"a"
-    from aezip.pack import remove_tree
+    from aezip.archive.pack import remove_tree
 
     remove_tree(tmp_path / "dest")  # pytest's own cleanup would recurse 1,000 levels deep
     assert not (tmp_path / "dest").exists()
@@ -408,7 +408,7 @@ def test_second_model_for_pack_is_a_usage_error(src: Path, tmp_path: Path, runne
 
 def test_unpack_reports_progress_per_image_in_order(tmp_path: Path) -> None:
     """The progress bar moves once per member, in archive order, whatever the number of jobs."""
-    from aezip.pack import unpack
+    from aezip.archive.pack import unpack
 
     src = tmp_path / "src"
     for i in range(5):

@@ -1,4 +1,4 @@
-"""aezip.sampling: epoch orders as pure functions of (seed, epoch), rank shares, resume arithmetic."""
+"""aezip.loader.sampling: epoch orders as pure functions of (seed, epoch), rank shares, resume arithmetic."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aezip.errors import AezipError
-from aezip.sampling import DistributedBlockSampler, env_rank_world, epoch_order, rank_share
+from aezip.loader.sampling import DistributedBlockSampler, env_rank_world, epoch_order, rank_share
 
 COUNTS = [37, 0, 50, 13]
 

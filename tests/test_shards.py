@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 import aezip
-from aezip.cli import main
-from aezip.executors import LocalExecutor
-from aezip.loader import ArchiveLoader, ShardedImageDataset
-from aezip.shards import CodecSpec, pack_sharded, parse_size
+from aezip.cli.app import main
+from aezip.loader.archive_loader import ArchiveLoader, ShardedImageDataset
+from aezip.store.executors import LocalExecutor
+from aezip.store.shards import CodecSpec, pack_sharded, parse_size
 from tests.conftest import photo_like
 
 IMAGES = 96
@@ -282,7 +282,7 @@ def _dies_once(marker: str) -> str:
     reason="needs ray and AEZIP_TEST_RAY=1 (starts a local 2-CPU Ray instance)",
 )
 def test_ray_retries_a_task_whose_worker_was_killed(tmp_path: Path) -> None:
-    from aezip.executors import RayExecutor
+    from aezip.store.executors import RayExecutor
 
     results = dict(RayExecutor(cpus=2).run(_dies_once, [str(tmp_path / "marker")]))
     assert results == {0: "done"} and (tmp_path / "marker").read_text() == "died"
@@ -293,8 +293,8 @@ def test_batches_read_merged_ranges(dataset: Path, monkeypatch: pytest.MonkeyPat
     fsspec = pytest.importorskip("fsspec")
     from fsspec.implementations.memory import MemoryFileSystem
 
-    from aezip.container.reader import merge_ranges
-    from aezip.remote import RemoteArchiveReader
+    from aezip.archive.container.reader import merge_ranges
+    from aezip.store.remote import RemoteArchiveReader
 
     assert merge_ranges([(50, 10), (0, 10), (10, 5), (70, 1)], 10, 100) == [(0, 15, [1, 2]), (50, 71, [0, 3])]
     assert merge_ranges([(0, 10), (10, 10)], 0, 15) == [(0, 10, [0]), (10, 20, [1])]  # past the read limit
@@ -349,7 +349,7 @@ def _upload(root: Path, prefix: str) -> int:
 
 def test_pack_from_an_object_store(tree: Path, tmp_path: Path, runner: CliRunner) -> None:
     pytest.importorskip("fsspec")
-    from aezip.remote import download_source, list_source
+    from aezip.store.remote import download_source, list_source
 
     count = _upload(tree, "src-tree")
     assert count == IMAGES + 1  # object stores hold no links or empty folders

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from aezip.cli import main
+from aezip.cli.app import main
 
 IMAGES = 2000
 PER_SHARD = 400  # 2,000 images + labels.csv → 6 shards

@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 
 import aezip
-from aezip.cli import main
-from aezip.codec import HALO_LATENTS, TILE_LATENTS, Codec, tiles
+from aezip.cli.app import main
+from aezip.codec.codec import HALO_LATENTS, TILE_LATENTS, Codec, tiles
 from aezip.model.cpu_synthesis import CpuSynthesis
 from aezip.model.inference import InferenceModel, one_thread
 from aezip.model.registry import load_shipped, shipped_models

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from aezip.cli import main
+from aezip.cli.app import main
 from aezip.train.trainer import TrainOptions, train
 from tests.conftest import photo_like
 

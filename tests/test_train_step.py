@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from aezip.cli import TRAIN_VARIANT_CHOICES, main
+from aezip.cli.app import TRAIN_VARIANT_CHOICES, main
 from aezip.errors import AezipError
 from aezip.model.autoencoder import Autoencoder
 from aezip.model.config import ModelConfig

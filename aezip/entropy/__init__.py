@@ -27,7 +27,7 @@ def _context(context: ContextTables | Callable[[], ContextTables | None] | None)
     """Resolve a context source; ``ans-ctx`` cannot work without tables."""
     resolved = context() if callable(context) else context
     if resolved is None:
-        raise ModelError("this model has no context tables for ans-ctx (fit them: python -m aezip.entropy.fit)")
+        raise ModelError("this model has no context tables for ans-ctx (fit them: python -m aezip.train.fit_entropy)")
     return resolved
 
 

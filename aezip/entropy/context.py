@@ -30,21 +30,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import constriction
 import numpy as np
 
 from aezip.entropy.ans import _escape_codes, _escape_values, _one_line, _read_varints, _write_varints, checked_latents
+from aezip.entropy.safetensors_io import read_safetensors
 from aezip.entropy.tables import CdfTables
 from aezip.errors import CorruptArchiveError, ModelError
-
-if TYPE_CHECKING:
-    from aezip.model.weights import LoadedModel
 
 FORMAT_TAG = "aezip-ctx/1"
 SIDE_SUFFIX = ".ctx.safetensors"
@@ -285,8 +279,6 @@ def _unpack_tables(part: dict[str, np.ndarray], rows: int, source: str) -> CdfTa
 
 def context_from_bytes(data: bytes, model_sha256: str, channels: int, qualities: int, source: str) -> ContextModel:
     """Parse and validate a side file for the model with this sha256; :class:`ModelError` if unfit."""
-    from aezip.model.weights import read_safetensors
-
     sha = hashlib.sha256(data).hexdigest()
     tensors, metadata = read_safetensors(data, source)
     if metadata.get("format") != FORMAT_TAG:
@@ -307,54 +299,3 @@ def context_from_bytes(data: bytes, model_sha256: str, channels: int, qualities:
         th = part["thresholds"].astype(np.int32)
         out.append(ContextTables(part["order"].astype(np.int32), th, tables, int(part["cap"][0]), sha_id))
     return ContextModel(qualities=out, model_sha256=model_sha256, sha256=sha)
-
-
-def side_file_path(model_path: Path) -> Path:
-    """Where a user model's context tables live: ``NAME.ctx.safetensors`` beside ``NAME.safetensors``."""
-    stem = model_path.name.removesuffix(".safetensors")
-    return model_path.with_name(stem + SIDE_SUFFIX)
-
-
-@functools.lru_cache(maxsize=1)
-def _shipped_side_files() -> dict[str, tuple[Path, str]]:
-    """Model sha256 → (file, sha256) of the shipped context tables, from ``catalog.json``."""
-    weights = Path(str(resources.files("aezip.model") / "weights"))
-    catalog = json.loads((weights / "catalog.json").read_text(encoding="utf-8"))
-    return {
-        m["sha256"]: (weights / m["context_tables"]["file"], m["context_tables"]["sha256"])
-        for m in catalog["models"]
-        if m.get("context_tables")
-    }
-
-
-def load_context(model: LoadedModel) -> ContextModel | None:
-    """The model's context tables, read on first use (``None`` when it has none).
-
-    Shipped models: the file named by ``catalog.json``, checked against the sha256 there.
-    Other models: ``NAME.ctx.safetensors`` beside the model file, if present. Either must
-    record the model's own sha256.
-    """
-    if model.context is not None:
-        return model.context
-    cfg = model.config
-    shipped = _shipped_side_files().get(model.sha256)
-    if shipped is not None:
-        path, expected = shipped
-    elif model.path is not None and side_file_path(model.path).is_file():
-        path, expected = side_file_path(model.path), None
-    else:
-        return None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"cannot read context tables {path}: {exc.strerror or exc}") from None
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise ModelError(f"shipped context tables {path} are damaged (sha256 differs from the catalog)")
-    model.context = context_from_bytes(data, model.sha256, cfg.bottleneck, cfg.qualities, str(path))
-    return model.context
-
-
-def context_tables(model: LoadedModel, quality: int) -> ContextTables | None:
-    """Context tables of ``quality`` (1-based) for this model, or ``None``."""
-    loaded = load_context(model)
-    return None if loaded is None else loaded.qualities[quality - 1]

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from aezip.model.autoencoder import Autoencoder, Quality
 from aezip.model.layers import GDN
-from aezip.runtime import SharedSetting
+from aezip.model.runtime import SharedSetting
 
 
 def _one_torch_thread() -> Callable[[], None]:

@@ -14,16 +14,14 @@ float32), which is all a CPU decoder uses (:mod:`aezip.model.cpu_synthesis`). Th
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load as st_load
 
+from aezip.entropy.safetensors_io import read_safetensors
 from aezip.entropy.tables import CdfTables
 from aezip.errors import ModelError
 from aezip.model.config import ModelConfig
@@ -118,17 +116,6 @@ def model_to_bytes(
     metadata = {"format": FORMAT_TAG, "config": net.config.to_json()}
     metadata.update(extra_metadata or {})
     return st_save(tensors, metadata=metadata)
-
-
-def read_safetensors(data: bytes, source: str, what: str = "file") -> tuple[dict[str, np.ndarray], dict]:
-    """Arrays and ``__metadata__`` of safetensors bytes; :class:`ModelError` naming ``source`` if they are not."""
-    try:
-        tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
-    except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{source}: not a safetensors {what} ({exc})") from None
-    return tensors, metadata
 
 
 def model_from_bytes(data: bytes, source: str = "model") -> LoadedModel:

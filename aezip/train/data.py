@@ -20,8 +20,8 @@ import torch
 from PIL import Image, ImageOps
 from torch.nn import functional as F
 
+from aezip.codec.imagefile import IMAGE_SUFFIXES
 from aezip.errors import AezipError
-from aezip.imagefile import IMAGE_SUFFIXES
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aezip.codec import pad_to_multiple
-from aezip.metrics import psnr
+from aezip.codec.codec import pad_to_multiple
+from aezip.codec.metrics import psnr
 from aezip.model.autoencoder import Autoencoder, gain_ramp
 
 

@@ -30,7 +30,7 @@ DIAGNOSIS_IMAGES = 8  # validation images for the card's ceiling figures (aezip.
 
 def latents_of(net: Autoencoder, images: list[torch.Tensor], quality_index: int) -> list[np.ndarray]:
     """Quantized latents (C, h, w) of uint8 images (3, H, W), padded to the model's stride."""
-    from aezip.codec import pad_to_multiple
+    from aezip.codec.codec import pad_to_multiple
 
     out = []
     device = next(net.parameters()).device

@@ -29,9 +29,9 @@ from typing import TextIO
 import torch
 from safetensors.torch import load_file, save_file
 
-from aezip.codec import pick_device
+from aezip.codec.codec import pick_device
+from aezip.codec.metrics import psnr_from_mse
 from aezip.errors import AezipError
-from aezip.metrics import psnr_from_mse
 from aezip.model.autoencoder import Autoencoder
 from aezip.model.config import DEFAULT_LAMBDAS, ModelConfig
 from aezip.model.weights import load_model

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aezip.metrics import psnr
+from aezip.codec.metrics import psnr
 from aezip.model.weights import LoadedModel
 from aezip.train.data import load_rgb
 
@@ -19,7 +19,7 @@ def validate(
     model: LoadedModel, paths: list[Path], qualities: list[int] | None = None, device: str = "cpu"
 ) -> list[dict]:
     """Mean bpp (ANS and zstd stream bytes) and mean PSNR per quality over ``paths``."""
-    from aezip.codec import Codec
+    from aezip.codec.codec import Codec
 
     images = [load_rgb(p) for p in paths]
     rows = []

@@ -9,7 +9,7 @@
             ...
             checkpoint["loader"] = loader.state_dict()
 
-The order is a pure function of ``(seed, epoch)`` (see :mod:`aezip.sampling`): the same for any
+The order is a pure function of ``(seed, epoch)`` (see :mod:`aezip.loader.sampling`): the same for any
 number of DataLoader workers, split evenly over ranks, resumable mid-epoch on any world size.
 
 Two decode paths:
@@ -38,9 +38,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate, get_worker_info
 
-from aezip.codec import FLAG_GRAY, Codec, StreamHeader, Window, window
-from aezip.container import MemberKind
-from aezip.dataset import (
+from aezip.archive.container import MemberKind
+from aezip.codec.codec import FLAG_GRAY, Codec, StreamHeader, Window, window
+from aezip.errors import AezipError
+from aezip.loader.dataset import (
     DEFAULT_MAX_BATCH_PIXELS,
     CropAt,
     ImageArchiveDataset,
@@ -49,15 +50,14 @@ from aezip.dataset import (
     pad_tensor,
     to_tensor,
 )
-from aezip.errors import AezipError
-from aezip.manifest import is_manifest_path, shard_paths
-from aezip.sampling import (
+from aezip.loader.sampling import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_WINDOW,
     DistributedBlockSampler,
     epoch_order,
     rank_share,
 )
+from aezip.store.manifest import is_manifest_path, shard_paths
 
 PathLike = str | os.PathLike[str]
 Sources = PathLike | ImageArchiveDataset | Sequence[PathLike | ImageArchiveDataset]
@@ -68,7 +68,7 @@ class ShardedImageDataset(Dataset):
     """Map-style view of the images of several archives (shards) as one dataset, in source order.
 
     Item ``i`` is item ``i - offsets[k]`` of source ``k``; ``counts`` are the sources' sizes, the
-    input of :mod:`aezip.sampling`. ``sources`` are archive paths (opened with ``options``, the
+    input of :mod:`aezip.loader.sampling`. ``sources`` are archive paths (opened with ``options``, the
     keyword arguments of :class:`aezip.ImageArchiveDataset`), manifests of sharded datasets (or
     their folders: each shard becomes one source) or datasets already opened.
     """
@@ -196,7 +196,7 @@ def _compact(latents: np.ndarray) -> torch.Tensor:
 
 
 def crop_positions(seed: int, epoch: int, indices: Sequence[int]) -> list[list[float]]:
-    """Crop positions (see :func:`aezip.dataset.crop_window`) of the images at global ``indices``:
+    """Crop positions (see :func:`aezip.loader.dataset.crop_window`) of the images at global ``indices``:
     drawn from a generator seeded by (seed, epoch, index), so they depend on nothing else."""
     return [np.random.default_rng([seed % 2**64, epoch, int(i)]).random(2).tolist() for i in indices]
 
@@ -324,7 +324,7 @@ class DeviceDecoder:
 class ArchiveStream(IterableDataset):
     """This rank's batches of an epoch, for ``DataLoader(stream, batch_size=None)``.
 
-    Batch ``j`` of the rank's share (see :mod:`aezip.sampling`) is made by worker
+    Batch ``j`` of the rank's share (see :mod:`aezip.loader.sampling`) is made by worker
     ``j % num_workers``, so a DataLoader yields the batches in the same order for any number of
     workers. The (seed, epoch, position) to iterate live in shared memory, so persistent workers
     see :meth:`set_position` from the main process. Implements ``state_dict``/``load_state_dict``
@@ -427,7 +427,7 @@ class ArchiveLoader:
     ``pad_if_needed`` (random crops of which only the window is synthesised); here the windows are
     a pure function of ``(seed, epoch, image)``, the same for any number of workers and on resume.
 
-    Sampling (:mod:`aezip.sampling`): ``seed``, ``shuffle``, ``block_size``, ``window``;
+    Sampling (:mod:`aezip.loader.sampling`): ``seed``, ``shuffle``, ``block_size``, ``window``;
     ``rank``/``world_size`` (default ``RANK``/``WORLD_SIZE`` or the ``torch.distributed`` group);
     ``uneven="wrap"`` (repeat a few samples) or ``"drop"`` so every rank gets as many samples;
     ``drop_last`` drops a last partial batch. Iterating again after a complete epoch starts the

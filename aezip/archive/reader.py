@@ -22,11 +22,9 @@ from pathlib import Path, PurePosixPath
 import zstandard
 from PIL import Image
 
-from aezip.codec import Box, Codec, Decoded, check_box, parse_header
-from aezip.container import ArchiveReader, ArchiveWriter, MemberInfo, MemberKind
-from aezip.entropy.zstd_packer import decompressor
-from aezip.errors import AezipError, CorruptArchiveError, ModelError, UnsupportedImageError
-from aezip.imagefile import (
+from aezip.archive.container import ArchiveReader, ArchiveWriter, MemberInfo, MemberKind
+from aezip.codec.codec import Box, Codec, Decoded, check_box, parse_header
+from aezip.codec.imagefile import (
     DEFAULT_JPEG_QUALITY,
     MAX_ICC_BYTES,
     check_file_meta,
@@ -37,8 +35,10 @@ from aezip.imagefile import (
     open_image,
     prepare,
 )
+from aezip.codec.quality import BelowFloorError, ImageStats, QualityTarget, encode_to_target, stats_from_meta
+from aezip.entropy.zstd_packer import decompressor
+from aezip.errors import AezipError, CorruptArchiveError, ModelError, UnsupportedImageError
 from aezip.model.weights import LoadedModel, model_from_bytes
-from aezip.quality import BelowFloorError, ImageStats, QualityTarget, encode_to_target, stats_from_meta
 
 RAW_LEVEL = 10
 #: Largest member metadata parsed as JSON (aezip writes well under 200 KiB: format, mode, EXIF).
@@ -232,7 +232,7 @@ def member_meta(info: MemberInfo) -> dict:
 
 def raw_reason(info: MemberInfo) -> str:
     """Why a RAW member was stored as it is: ``16-bit samples (PNG bit depth 16)``, ``palette (mode P)``,
-    ``not an image``… (its metadata checked, see :func:`aezip.imagefile.check_raw_meta`)."""
+    ``not an image``… (its metadata checked, see :func:`aezip.codec.imagefile.check_raw_meta`)."""
     return check_raw_meta(member_meta(info), info.name)
 
 
@@ -306,9 +306,7 @@ class Archive:
     @property
     def stored_bytes(self) -> int:
         """Bytes stored: the archive's size, or the sum of the shards' for a sharded dataset."""
-        from aezip.manifest import archive_bytes
-
-        return archive_bytes(self._reader)
+        return self._reader.size
 
     @property
     def members(self) -> list[MemberInfo]:

@@ -1,7 +1,7 @@
 """A PyTorch dataset over the images of an ``.aez`` archive, for training straight from the archive.
 
 Which members are items: every IMAGE member (coded by the model) and every RAW member whose name
-has an image extension (:data:`aezip.imagefile.IMAGE_SUFFIXES`: images ``aezip pack`` stored
+has an image extension (:data:`aezip.codec.imagefile.IMAGE_SUFFIXES`: images ``aezip pack`` stored
 losslessly, such as palette PNGs, 16-bit images or GIFs, whose first frame is used), in archive
 order. Other members (labels, CSV files, ...) are not items but stay readable by name with
 :meth:`ImageArchiveDataset.read_bytes`, so a ``target`` callable can pair images with labels.
@@ -29,12 +29,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from aezip.codec import Box, Codec, parse_header
-from aezip.container import MemberInfo, MemberKind
+from aezip.archive.container import MemberInfo, MemberKind
+from aezip.codec.codec import Box, Codec, parse_header
+from aezip.codec.imagefile import is_image_name
 from aezip.errors import AezipError
-from aezip.imagefile import is_image_name
-from aezip.runtime import keep_freed_memory, one_blas_thread
-from aezip.sharded import open_archive
+from aezip.model.runtime import keep_freed_memory, one_blas_thread
+from aezip.store.sharded import open_archive
 
 #: Output pixels per synthesis forward pass (the default of :meth:`aezip.Codec.decode_many`).
 #: Peak activation memory of a pass is about 240 bytes per output pixel (float32, measured on
@@ -236,7 +236,7 @@ class ImageArchiveDataset(Dataset):
         if self._codec is None or self._codec_pid != os.getpid():
             device = self.device
             if get_worker_info() is not None:
-                keep_freed_memory()  # a DataLoader worker exists to decode: see aezip.runtime
+                keep_freed_memory()  # a DataLoader worker exists to decode: see aezip.model.runtime
                 one_blas_thread()
                 device = "cpu" if device == "auto" else device
             self._codec = Codec(device=device, models=self.models)

@@ -20,9 +20,10 @@ from typing import Any
 import click
 
 from aezip import __version__
-from aezip.cli_shards import ArchiveArgument, SourceArgument, storage_option, storage_options
+from aezip.cli.output import counted, echo_pack_summary, human_bytes, report_files
+from aezip.cli.shards import ArchiveArgument, SourceArgument, storage_option, storage_options
 from aezip.errors import AezipError
-from aezip.runtime import keep_freed_memory, one_blas_thread
+from aezip.model.runtime import keep_freed_memory, one_blas_thread
 
 
 class Interrupted(KeyboardInterrupt):
@@ -94,22 +95,6 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _count(n: int, singular: str, plural: str | None = None) -> str:
-    """``1 file``, ``2 files``."""
-    return f"{n} {singular if n == 1 else plural or singular + 's'}"
-
-
-def _report(title: str, items: list[tuple[str, str]], limit: int = 20) -> None:
-    """Name what was skipped or kept as is, on stderr, after the summary."""
-    if not items:
-        return
-    click.echo(f"{title} ({len(items)}):", err=True)
-    for name, why in items[:limit]:
-        click.echo(f"  {name}: {why}", err=True)
-    if len(items) > limit:
-        click.echo(f"  … and {len(items) - limit} more", err=True)
-
-
 @contextmanager
 def _progress(total: int, label: str) -> Iterator[Callable[[str], None] | None]:
     """A progress bar on a terminal (stderr), nothing otherwise."""
@@ -127,14 +112,6 @@ def _set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def _command_line(prefix: str, ctx: click.Context) -> str:
@@ -181,8 +158,8 @@ def _jobs(jobs: int | None, threads: int | None, device: str) -> int:
     """--jobs as given, else one job per usable core on the CPU (one job when --threads or CUDA is chosen)."""
     if jobs:
         return jobs
-    from aezip.codec import device_type
-    from aezip.parallel import usable_cpus
+    from aezip.archive.parallel import usable_cpus
+    from aezip.codec.codec import device_type
 
     return 1 if threads or device_type(device) == "cuda" else usable_cpus()
 
@@ -328,11 +305,11 @@ def pack_cmd(
     """
     if len(models) > 1:
         raise click.BadParameter("give one --model for packing", param_hint="--model")
-    from aezip.quality import QualityTarget
+    from aezip.codec.quality import QualityTarget
 
     target = QualityTarget(min_psnr, max_bpp, below_floor) if min_psnr or max_bpp or measure else None
     if shard_size or shard_images or append:
-        from aezip.cli_shards import pack_shards_cmd
+        from aezip.cli.shards import pack_shards_cmd
 
         _set_threads(threads)
         options = {"quality": quality, "entropy": entropy, "on_error": on_error, "force": force}
@@ -344,7 +321,7 @@ def pack_cmd(
     if "://" in out:
         raise click.UsageError("a URL as OUT is for sharded datasets: add --shard-size or --shard-images")
     archive, into_folder = _archive_path(src, out)
-    from aezip.export import expanded_tar, is_tar_input, tar_stem
+    from aezip.loader.export import expanded_tar, is_tar_input, tar_stem
 
     from_tar = isinstance(src, Path) and is_tar_input(src)
     if from_tar and into_folder:
@@ -354,14 +331,14 @@ def pack_cmd(
     if os.path.lexists(archive) and not force:
         raise click.ClickException(f"{archive} already exists (use --force to overwrite it)")
     _set_threads(threads)
-    from aezip.codec import Codec
-    from aezip.pack import collect, pack
+    from aezip.archive.pack import collect, pack
+    from aezip.codec.codec import Codec
 
     codec = Codec(quality=quality, device=device, model=models[0] if models else None, entropy=entropy)
     start = time.perf_counter()
     ctx = click.get_current_context()
-    if isinstance(src, str):  # a URL: the tree is copied here first (see aezip.remote.staged_source)
-        from aezip.remote import staged_source
+    if isinstance(src, str):  # a URL: the tree is copied here first (see aezip.store.remote.staged_source)
+        from aezip.store.remote import staged_source
 
         src = ctx.with_resource(staged_source(src, storage_options()))
     src, tar_skipped = ctx.with_resource(expanded_tar(src, archive)) if from_tar else (src, [])
@@ -390,32 +367,12 @@ def pack_cmd(
         raise
     summary.skipped[:0] = tar_skipped
     seconds = time.perf_counter() - start
-    before = [_count(summary.links, "link")] if summary.links else []
-    before += [_count(summary.folders, "empty folder")] if summary.folders else []
+    before = [counted(summary.links, "link")] if summary.links else []
+    before += [counted(summary.folders, "empty folder")] if summary.folders else []
     after = ["the model embedded"] if summary.embedded_models else []
     after += [f"{len(summary.below_floor)} below the PSNR floor"] if summary.below_floor else []
     echo_pack_summary(summary, str(archive), seconds, before, after)
-    _report(f"below the {min_psnr:g} dB floor" if min_psnr else "below the floor", summary.below_floor)
-
-
-def echo_pack_summary(summary: Any, where: str, seconds: float, before: list[str], after: list[str]) -> None:
-    """The summary line of a pack (counts, sizes, ratio, time), the files stored byte for byte counted by
-    reason, then who was skipped or kept as is."""
-    extras = [*before]
-    extras += [f"{len(summary.skipped)} skipped"] if summary.skipped else []
-    extras += [f"{len(summary.stored)} unreadable kept as is"] if summary.stored else []
-    extras += after
-    click.echo(
-        f"packed {_count(summary.files, 'file')} ({_count(summary.images, 'coded image')})"
-        + "".join(f", {e}" for e in extras)
-        + f" into {where}: {_human(summary.bytes_in)} → {_human(summary.bytes_out)}, "
-        f"ratio {summary.ratio:.2f}x, {seconds:.1f} s"
-    )
-    if summary.kept:
-        reasons = sorted(summary.kept.items(), key=lambda kv: (-kv[1], kv[0]))
-        click.echo(f"stored byte for byte: {', '.join(f'{label} ×{n}' for label, n in reasons)} (see aezip list)")
-    _report("skipped", summary.skipped)
-    _report("stored byte for byte (unreadable images)", summary.stored)
+    report_files(f"below the {min_psnr:g} dB floor" if min_psnr else "below the floor", summary.below_floor)
 
 
 @main.command("unpack")
@@ -466,8 +423,8 @@ def unpack_cmd(
     if force and skip_existing:
         raise click.UsageError("--force and --skip-existing exclude each other")
     _set_threads(threads)
-    from aezip.pack import unpack
-    from aezip.sharded import open_archive
+    from aezip.archive.pack import unpack
+    from aezip.store.sharded import open_archive
 
     existing = "replace" if force else "skip" if skip_existing else "refuse"
     start = time.perf_counter()
@@ -477,13 +434,13 @@ def unpack_cmd(
             arc, dest, fmt, progress, existing=existing, jpeg_quality=jpeg_quality, jobs=_jobs(jobs, threads, device)
         )
     seconds = time.perf_counter() - start
-    extras = [_count(summary.links, "link")] if summary.links else []
-    extras += [_count(summary.folders, "folder")] if summary.folders else []
-    extras += [f"{_count(len(summary.skipped), 'existing file')} kept"] if summary.skipped else []
+    extras = [counted(summary.links, "link")] if summary.links else []
+    extras += [counted(summary.folders, "folder")] if summary.folders else []
+    extras += [f"{counted(len(summary.skipped), 'existing file')} kept"] if summary.skipped else []
     click.echo(
-        f"restored {_count(summary.files, 'file')} ({_count(summary.images, 'decoded image')})"
+        f"restored {counted(summary.files, 'file')} ({counted(summary.images, 'decoded image')})"
         + "".join(f", {e}" for e in extras)
-        + f" to {dest}, {_human(summary.bytes_out)}, {seconds:.1f} s"
+        + f" to {dest}, {human_bytes(summary.bytes_out)}, {seconds:.1f} s"
     )
 
 
@@ -537,8 +494,8 @@ def export_cmd(
     restores them. Nothing appears in DEST until every image has been written.
     """
     _set_threads(threads)
-    from aezip.export import export
-    from aezip.sharded import open_archive
+    from aezip.loader.export import export
+    from aezip.store.sharded import open_archive
 
     start = time.perf_counter()
     opened = open_archive(archive, device=device, models=list(models), storage_options=storage_options())
@@ -554,10 +511,10 @@ def export_cmd(
             progress=progress,
         )
     seconds = time.perf_counter() - start
-    what = _count(summary.files, "shard") if fmt == "webdataset" else _count(summary.files, "file")
+    what = counted(summary.files, "shard") if fmt == "webdataset" else counted(summary.files, "file")
     left = f", {summary.left_out} other members left out" if summary.left_out else ""
     click.echo(
-        f"exported {_count(summary.images, 'image')} as {what} to {dest}, {_human(summary.bytes_out)}{left}, "
+        f"exported {counted(summary.images, 'image')} as {what} to {dest}, {human_bytes(summary.bytes_out)}{left}, "
         f"{seconds:.1f} s"
     )
 
@@ -573,10 +530,10 @@ def list_cmd(archive: Path, as_json: bool) -> None:
     A file stored byte for byte (kind raw) is followed by why, in parentheses: not an image,
     16-bit samples, palette, CMYK colour, animation, too large, unreadable image, ... (--json: "reason").
     """
-    from aezip.archive import member_meta, raw_reason
-    from aezip.container import MemberKind
-    from aezip.manifest import open_reader
-    from aezip.quality import stats_from_meta
+    from aezip.archive.container import MemberKind
+    from aezip.archive.reader import member_meta, raw_reason
+    from aezip.codec.quality import stats_from_meta
+    from aezip.store.manifest import open_reader
 
     with open_reader(archive, storage_options()) as reader:
         rows = []
@@ -619,9 +576,9 @@ def report_cmd(archive: Path, worst: int, as_json: bool, plot: Path | None) -> N
     images the model reconstructs worst are the ones least like natural photos (noise,
     screenshots, synthetic or damaged images).
     """
-    from aezip.archive import Archive
-    from aezip.report import plot as plot_report
-    from aezip.report import summarize, to_text
+    from aezip.archive.reader import Archive
+    from aezip.archive.report import plot as plot_report
+    from aezip.archive.report import summarize, to_text
 
     with Archive(archive) as opened:
         report = summarize(opened, worst=worst)
@@ -636,10 +593,10 @@ def report_cmd(archive: Path, worst: int, as_json: bool, plot: Path | None) -> N
 @_fail_cleanly
 def info_cmd(archive: Path) -> None:
     """Summarise ARCHIVE: format version, members, sizes, models and qualities used."""
-    from aezip.codec import parse_header
-    from aezip.container import MemberKind
+    from aezip.archive.container import MemberKind
+    from aezip.codec.codec import parse_header
     from aezip.entropy import NAMES
-    from aezip.manifest import ShardedReader, archive_bytes, open_reader
+    from aezip.store.manifest import ShardedReader, archive_bytes, open_reader
 
     with open_reader(archive, storage_options()) as reader:
         images = [m for m in reader.members if m.kind == MemberKind.IMAGE]
@@ -652,14 +609,14 @@ def info_cmd(archive: Path) -> None:
         shards = len(reader.readers) if isinstance(reader, ShardedReader) else 0
     click.echo(f"archive:   {archive} (format {version[0]}.{version[1]})")
     if shards:
-        click.echo(f"shards:    {_count(shards, 'shard')} (manifest version {reader.manifest.version})")
+        click.echo(f"shards:    {counted(shards, 'shard')} (manifest version {reader.manifest.version})")
     kinds = Counter(m.kind for m in files)
-    parts = [_count(len(images), "coded image"), f"{kinds[MemberKind.RAW]} stored losslessly"]
-    parts += [_count(kinds[MemberKind.LINK], "link")] if kinds[MemberKind.LINK] else []
-    parts += [_count(kinds[MemberKind.DIR], "folder")] if kinds[MemberKind.DIR] else []
-    parts += [_count(len(embedded), "embedded model")] if embedded else []
+    parts = [counted(len(images), "coded image"), f"{kinds[MemberKind.RAW]} stored losslessly"]
+    parts += [counted(kinds[MemberKind.LINK], "link")] if kinds[MemberKind.LINK] else []
+    parts += [counted(kinds[MemberKind.DIR], "folder")] if kinds[MemberKind.DIR] else []
+    parts += [counted(len(embedded), "embedded model")] if embedded else []
     click.echo(f"members:   {len(files)} ({', '.join(parts)})")
-    click.echo(f"size:      {_human(total_in)} → {_human(size)} (ratio {total_in / max(size, 1):.2f}x)")
+    click.echo(f"size:      {human_bytes(total_in)} → {human_bytes(size)} (ratio {total_in / max(size, 1):.2f}x)")
     for label, counter in (
         ("models", Counter(_model_label(h.model_id, h.model_id in embedded) for h in headers)),
         ("quality", Counter(str(h.quality) for h in headers)),
@@ -690,16 +647,16 @@ def _model_label(model_id: bytes, embedded: bool = False) -> str:
 def verify_cmd(archive: Path, models: tuple[Path, ...], device: str, threads: int | None, jobs: int | None) -> None:
     """Check every checksum of ARCHIVE and that every member decodes."""
     _set_threads(threads)
-    from aezip.cli_shards import check_manifest_checksums
-    from aezip.pack import verify
-    from aezip.sharded import open_archive
+    from aezip.archive.pack import verify
+    from aezip.cli.shards import check_manifest_checksums
+    from aezip.store.sharded import open_archive
 
     check_manifest_checksums(archive)
     opened = open_archive(archive, device=device, models=list(models), storage_options=storage_options())
     with opened as arc, _progress(len(arc), "verify") as progress:
         summary = verify(arc, progress, jobs=_jobs(jobs, threads, device))
     members = summary.files + summary.links + summary.folders
-    click.echo(f"ok: {_count(members, 'member')} ({_count(summary.images, 'coded image')}) verified")
+    click.echo(f"ok: {counted(members, 'member')} ({counted(summary.images, 'coded image')}) verified")
 
 
 @main.command("train")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from aezip.archive import Archive
-from aezip.codec import Codec
-from aezip.manifest import ShardedReader, is_manifest_path
-from aezip.remote import RemoteArchiveReader, StorageOptions, is_url
+from aezip.archive.reader import Archive
+from aezip.codec.codec import Codec
+from aezip.store.manifest import ShardedReader, is_manifest_path
+from aezip.store.remote import RemoteArchiveReader, StorageOptions, is_url
 
 
 class _StorageArchive(Archive):

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from aezip.container import spec
-from aezip.container.spec import MemberInfo, MemberKind, validate_member_name
+from aezip.archive.container import spec
+from aezip.archive.container.spec import MemberInfo, MemberKind, validate_member_name
 from aezip.errors import AezipError, UnsafePathError
 
 

@@ -4,7 +4,7 @@
    starting when the next file would take the current one past ``shard_bytes`` input bytes or
    ``shard_images`` files. The plan depends only on the sorted names and sizes, so shard contents
    (and bytes) are the same whatever the number of jobs or the engine.
-2. **Shards** (one task each, on any executor of :mod:`aezip.executors`): pack the shard's
+2. **Shards** (one task each, on any executor of :mod:`aezip.store.executors`): pack the shard's
    entries into ``DST/shard-NNNNN.aez`` through a temporary file renamed on success, one intra-op
    thread per task (so encoded bytes do not depend on the machine), and report its counts and sha256.
 3. **Commit** (driver): ``DST/manifest.json`` is written last, atomically.
@@ -31,12 +31,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from aezip import __version__
-from aezip.codec import Codec
-from aezip.container import ArchiveReader, MemberKind, validate_member_name
-from aezip.container import spec as container_spec
+from aezip.archive.container import ArchiveReader, MemberKind, validate_member_name
+from aezip.archive.container import spec as container_spec
+from aezip.archive.pack import ON_ERROR, Collected, Entry, Summary, check_inputs, collect, pack
+from aezip.codec.codec import Codec
+from aezip.codec.quality import QualityTarget
 from aezip.errors import AezipError, UnsafePathError
-from aezip.executors import Executor, LocalExecutor
-from aezip.manifest import (
+from aezip.store.executors import Executor, LocalExecutor
+from aezip.store.manifest import (
     MANIFEST_NAME,
     Manifest,
     ShardedReader,
@@ -44,9 +46,7 @@ from aezip.manifest import (
     file_sha256,
     parse_manifest,
 )
-from aezip.pack import ON_ERROR, Collected, Entry, Summary, check_inputs, collect, pack
-from aezip.quality import QualityTarget
-from aezip.remote import FolderStore, SourceFile, StorageOptions, download_source, is_url, list_source
+from aezip.store.remote import FolderStore, SourceFile, StorageOptions, download_source, is_url, list_source
 
 JOURNAL_NAME = ".aezip-pack.json"
 SHARD_PATTERN = re.compile(r"shard-\d{5,}\.aez")
@@ -96,7 +96,8 @@ class StoreEntry(Entry):
 
 
 def collect_store(url: str, storage_options: StorageOptions = None) -> Collected:
-    """:func:`aezip.pack.collect` for a tree at a URL: its files (object stores have no links or empty folders)."""
+    """:func:`aezip.archive.pack.collect` for a tree at a URL: its files (object stores have no links or
+    empty folders)."""
     found = Collected()
     for f in list_source(url, storage_options):
         try:
@@ -203,9 +204,9 @@ def _pack_shard_at(task: ShardTask, path: Path) -> ShardResult:
 
 def kept_in_shard(location: str, storage_options: StorageOptions = None) -> Counter[str]:
     """The files a written shard stores byte for byte, by reason label, read from its index (for reused shards)."""
-    from aezip.archive import raw_reason
-    from aezip.imagefile import reason_label
-    from aezip.remote import RemoteArchiveReader
+    from aezip.archive.reader import raw_reason
+    from aezip.codec.imagefile import reason_label
+    from aezip.store.remote import RemoteArchiveReader
 
     reader = RemoteArchiveReader(location, storage_options) if is_url(location) else ArchiveReader(location)
     with reader:
@@ -322,7 +323,7 @@ def pack_sharded(
     ``force`` redoes every shard and replaces a dataset packed from other inputs or settings;
     without it, such a dataset is refused. ``progress`` receives the number of files of each
     finished shard. ``embed_model`` and ``target`` (quality floor, cap, ``measure``) as for
-    :func:`aezip.pack.pack` (each shard then carries the model; the manifest records the target).
+    :func:`aezip.archive.pack.pack` (each shard then carries the model; the manifest records the target).
     ``dst`` may be an fsspec URL (``s3://bucket/ds``, with ``storage_options``): each shard is written
     locally, then uploaded whole; the manifest is uploaded last. ``src`` may be a URL too: the driver
     lists it, each shard task copies its own files to a local temporary folder and packs them there

@@ -2,7 +2,7 @@
 
 Every executor has one method, :meth:`Executor.run`, which runs ``fn`` on every task and yields
 ``(task number, result)`` as tasks finish (in any order); the first failure is raised and the
-tasks not yet started are cancelled. The pack driver (:mod:`aezip.shards`) records each result
+tasks not yet started are cancelled. The pack driver (:mod:`aezip.store.shards`) records each result
 as it arrives, so an interrupted job resumes from the shards that finished.
 """
 

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from aezip.codec.imagefile import Prepared
+from aezip.codec.metrics import psnr
 from aezip.errors import AezipError, CorruptArchiveError
-from aezip.imagefile import Prepared
-from aezip.metrics import psnr
 
 if TYPE_CHECKING:  # the codec calls this module (encode with min_psnr); this module only names its type
-    from aezip.codec import Codec
+    from aezip.codec.codec import Codec
 
 BELOW_FLOOR = ("best", "lossless", "fail")
 

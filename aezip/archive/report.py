@@ -12,9 +12,9 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from aezip.archive import Archive
+from aezip.archive.reader import Archive
+from aezip.codec.quality import ImageStats
 from aezip.errors import AezipError
-from aezip.quality import ImageStats
 
 
 def collect(archive: Archive) -> tuple[list[tuple[str, ImageStats]], int]:

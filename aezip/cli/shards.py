@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from aezip.cli.output import counted, echo_pack_summary, report_files
 from aezip.errors import AezipError
 
 if TYPE_CHECKING:
-    from aezip.quality import QualityTarget
+    from aezip.codec.quality import QualityTarget
 
 
 class ArchiveArgument(click.ParamType):
@@ -73,7 +74,7 @@ def shard_size_option(text: str | None) -> int | None:
     """``--shard-size`` as bytes (a usage error, exit 2, when it is not a size)."""
     if text is None:
         return None
-    from aezip.shards import parse_size
+    from aezip.store.shards import parse_size
 
     try:
         return parse_size(text)
@@ -101,9 +102,9 @@ def pack_shards_cmd(
     target: QualityTarget | None = None,
 ) -> None:
     """Pack SRC into the dataset folder OUT (shards + manifest.json) and print the summary."""
-    from aezip.executors import make_executor
-    from aezip.export import expanded_tar, is_tar_input
-    from aezip.shards import CodecSpec, pack_sharded
+    from aezip.loader.export import expanded_tar, is_tar_input
+    from aezip.store.executors import make_executor
+    from aezip.store.shards import CodecSpec, pack_sharded
 
     if append and force:
         raise click.UsageError("--append and --force exclude each other")
@@ -164,21 +165,20 @@ def pack_shards_cmd(
         }
         click.echo(json.dumps(body, indent=1))
         return
-    from aezip.cli import _count, _report, echo_pack_summary
 
     how = f"{len(result.written)} written, {len(result.reused)} reused"
     how += f", {len(result.kept)} kept from before" if result.kept else ""
     after = [f"{result.present} already in the dataset"] if result.present else []
-    where = f"{result.path} ({_count(totals['shards'], 'shard')}: {how})"
+    where = f"{result.path} ({counted(totals['shards'], 'shard')}: {how})"
     after += [f"{len(s.below_floor)} below the PSNR floor"] if s.below_floor else []
     echo_pack_summary(s, where, seconds, [], after)
     floor = target.min_psnr if target is not None else None
-    _report(f"below the {floor:g} dB floor" if floor else "below the floor", s.below_floor)
+    report_files(f"below the {floor:g} dB floor" if floor else "below the floor", s.below_floor)
 
 
 def check_manifest_checksums(path: Path | str) -> int:
     """For ``verify``: the sha256 of every shard against the manifest (0 for a one-file archive)."""
-    from aezip.manifest import check_checksums, is_manifest_path
+    from aezip.store.manifest import check_checksums, is_manifest_path
 
     if not is_manifest_path(path, storage_options()):
         return 0

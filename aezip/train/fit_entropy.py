@@ -1,6 +1,6 @@
 """Fit the context tables of ``ans-ctx`` on the frozen latents of a model.
 
-    python -m aezip.entropy.fit MODEL IMAGE_DIR [--out PATH] [--limit N]
+    python -m aezip.train.fit_entropy MODEL IMAGE_DIR [--out PATH] [--limit N]
 
 writes ``MODEL``'s side file (``NAME.ctx.safetensors`` beside it unless ``--out`` is given).
 Only the latents of the training images are used: the network is not touched, so the model's
@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aezip.entropy.context import ContextTables, context_to_bytes, side_file_path
+from aezip.entropy.context import ContextTables, context_to_bytes
 from aezip.entropy.tables import CdfTables
+from aezip.model.side_files import side_file_path
 from aezip.model.weights import LoadedModel, load_model
 
 CONTEXTS = 8
@@ -33,7 +34,7 @@ TAIL_MASS = 1e-4
 
 def image_latents(model: LoadedModel, images: list[np.ndarray]) -> list[list[np.ndarray]]:
     """Integer latents (C, h, w) of uint8 RGB images, per quality (as ``Codec`` computes them)."""
-    from aezip.codec import pad_to_multiple
+    from aezip.codec.codec import pad_to_multiple
 
     net, qualities = model.net, model.config.qualities
     out: list[list[np.ndarray]] = [[] for _ in range(qualities)]

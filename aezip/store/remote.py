@@ -8,7 +8,7 @@ such as s3fs). A sharded dataset's manifest is read whole (it is small), its sha
 Credentials and other settings go in ``storage_options`` (or the store's usual environment variables).
 
 Packing from a store: :func:`list_source` lists a tree (names, sizes, modification times) and
-:func:`download_source` copies some of its files into a local folder (``aezip.shards`` does so per shard).
+:func:`download_source` copies some of its files into a local folder (``aezip.store.shards`` does so per shard).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from aezip.container import ArchiveReader
+from aezip.archive.container import ArchiveReader
 from aezip.errors import AezipError, CorruptArchiveError
 
 StorageOptions = dict[str, Any] | None

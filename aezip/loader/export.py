@@ -28,11 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from aezip.archive import Archive, render
-from aezip.container import MemberInfo, MemberKind, validate_member_name
-from aezip.dataset import is_dataset_image
+from aezip.archive.container import MemberInfo, MemberKind, validate_member_name
+from aezip.archive.reader import Archive, render
+from aezip.codec.imagefile import DEFAULT_JPEG_QUALITY
 from aezip.errors import AezipError, UnsafePathError
-from aezip.imagefile import DEFAULT_JPEG_QUALITY
+from aezip.loader.dataset import is_dataset_image
 
 EXPORT_FORMATS = ("webdataset", "imagefolder")
 IMAGE_FORMATS = ("png", "original")
@@ -176,7 +176,7 @@ def _path_under(root: Path, name: str) -> Path:
 @contextmanager
 def _staging(dest: Path) -> Iterator[Path]:
     """A hidden temporary folder beside ``dest``, removed whatever happens."""
-    from aezip.pack import remove_tree
+    from aezip.archive.pack import remove_tree
 
     parent = dest.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +229,7 @@ def expanded_tar(path: Path, near: Path | None = None) -> Iterator[tuple[Path, l
     refuses (absolute, ``..``). The folder lives beside ``near`` (the archive being written, so
     it is on the same disk) or in the system's temporary folder, and is removed afterwards.
     """
-    from aezip.pack import remove_tree
+    from aezip.archive.pack import remove_tree
 
     base = near.resolve().parent if near is not None and near.resolve().parent.is_dir() else None
     root = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".aezip-tmp", dir=base))

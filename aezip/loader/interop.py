@@ -14,9 +14,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from aezip.archive import Archive
-from aezip.dataset import DEFAULT_CHUNK, ImageArchiveDataset, is_dataset_image
+from aezip.archive.reader import Archive
 from aezip.errors import AezipError
+from aezip.loader.dataset import DEFAULT_CHUNK, ImageArchiveDataset, is_dataset_image
 
 PathLike = str | os.PathLike[str]
 

@@ -13,8 +13,8 @@ import zlib
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
-from aezip.container import spec
-from aezip.container.spec import MemberInfo, MemberKind, validate_member_name
+from aezip.archive.container import spec
+from aezip.archive.container.spec import MemberInfo, MemberKind, validate_member_name
 from aezip.errors import CorruptArchiveError, FormatError, UnsafePathError, UnsupportedVersionError
 
 _CHUNK = 1 << 20
@@ -64,7 +64,7 @@ class ArchiveReader(MemberSequence):
     process (forked or unpickled) opens its own handle on its first payload read.
 
     :meth:`read_payloads` reads several members with one read per run of nearby payloads: runs join
-    across gaps of at most ``merge_gap`` bytes and stop at ``merge_limit`` bytes (``aezip.remote``
+    across gaps of at most ``merge_gap`` bytes and stop at ``merge_limit`` bytes (``aezip.store.remote``
     allows a wider gap, where a request costs more than the bytes).
     """
 
@@ -115,6 +115,11 @@ class ArchiveReader(MemberSequence):
     def path(self) -> str:
         """The path the archive was opened from."""
         return self._path
+
+    @property
+    def size(self) -> int:
+        """Bytes of the archive file, as found when it was opened."""
+        return self._size
 
     @property
     def version(self) -> tuple[int, int]:
@@ -195,7 +200,7 @@ class ArchiveReader(MemberSequence):
             return _read_exact(self._handle(), offset, length)
 
     def _read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
-        """``(offset, length)`` ranges, each read exactly (``aezip.remote`` fetches them in one call)."""
+        """``(offset, length)`` ranges, each read exactly (``aezip.store.remote`` fetches them in one call)."""
         return [self._read(offset, length) for offset, length in ranges]
 
     def _handle(self) -> BinaryIO:
@@ -208,7 +213,7 @@ class ArchiveReader(MemberSequence):
         return self._fh
 
     def _open_file(self) -> tuple[BinaryIO, int]:
-        """Open the archive for reading: (handle, size). ``aezip.remote`` reads object stores instead."""
+        """Open the archive for reading: (handle, size). ``aezip.store.remote`` reads object stores instead."""
         fh = open(self._path, "rb")
         return fh, os.fstat(fh.fileno()).st_size
 

@@ -139,7 +139,7 @@ class DistributedBlockSampler:
     ``counts`` are the sources' item counts. ``rank``/``world_size`` default to ``RANK`` and
     ``WORLD_SIZE`` (see :func:`env_rank_world`). Iterating yields this rank's global indices for the
     current epoch from the current position; :meth:`advance` records consumed samples (call it as
-    you consume, or let :class:`aezip.loader.ArchiveLoader` do it).
+    you consume, or let :class:`aezip.loader.archive_loader.ArchiveLoader` do it).
     """
 
     def __init__(

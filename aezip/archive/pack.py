@@ -31,7 +31,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from aezip.archive import (
+from aezip.archive.container import ArchiveWriter, MemberInfo, MemberKind, validate_member_name
+from aezip.archive.container.spec import validate_link_target
+from aezip.archive.parallel import ordered_map
+from aezip.archive.reader import (
     Archive,
     EncodedFile,
     MemberPlan,
@@ -45,11 +48,8 @@ from aezip.archive import (
     render,
     write_member,
 )
-from aezip.codec import Codec, parse_header
-from aezip.container import ArchiveWriter, MemberInfo, MemberKind, validate_member_name
-from aezip.container.spec import validate_link_target
-from aezip.errors import AezipError, UnsafePathError, UnsupportedImageError
-from aezip.imagefile import (
+from aezip.codec.codec import Codec, parse_header
+from aezip.codec.imagefile import (
     DEFAULT_JPEG_QUALITY,
     MAX_CODED_PIXELS,
     NOT_AN_IMAGE,
@@ -57,10 +57,10 @@ from aezip.imagefile import (
     is_image_name,
     reason_label,
 )
+from aezip.codec.quality import QualityTarget
+from aezip.errors import AezipError, UnsafePathError, UnsupportedImageError
 from aezip.model.registry import model_name
-from aezip.parallel import ordered_map
-from aezip.quality import QualityTarget
-from aezip.runtime import release_freed_memory
+from aezip.model.runtime import release_freed_memory
 
 Progress = Callable[[str], None]
 #: Image pixels being encoded or decoded at once across all jobs (one larger image always may):
@@ -342,7 +342,7 @@ def _encode_entry(
             raise
         return entry, ("skip", str(exc).removeprefix(entry.name + ": "), 0, 0)
     finally:
-        release_freed_memory()  # an image's buffers are free now: see aezip.runtime
+        release_freed_memory()  # an image's buffers are free now: see aezip.model.runtime
     return entry, ("file", encoded, st.st_mode & 0o777, st.st_mtime_ns)
 
 

@@ -5,7 +5,7 @@ naming them with their counts, sizes and sha256 (docs/FORMAT.md, "Sharded datase
 is written last, atomically, so its presence means every shard it lists is complete.
 
 :func:`open_reader` takes an archive, a manifest or a folder holding one, and returns something
-with the interface of :class:`aezip.container.ArchiveReader`; :class:`aezip.Archive` (hence
+with the interface of :class:`aezip.archive.container.ArchiveReader`; :class:`aezip.Archive` (hence
 ``aezip.open``, ``ImageArchiveDataset`` and every command) reads a dataset through it.
 """
 
@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aezip.container import ArchiveReader, MemberInfo
-from aezip.container import spec as container_spec
-from aezip.container.reader import MemberSequence
+from aezip.archive.container import ArchiveReader, MemberInfo
+from aezip.archive.container import spec as container_spec
+from aezip.archive.container.reader import MemberSequence
 from aezip.errors import CorruptArchiveError, FormatError, UnsupportedVersionError
-from aezip.remote import (
+from aezip.store.remote import (
     RemoteArchiveReader,
     StorageOptions,
     file_sha256,
@@ -101,7 +101,7 @@ def is_manifest_path(path: str | os.PathLike[str], storage_options: StorageOptio
     return os.fspath(path).endswith(".json") or os.path.isdir(path)
 
 
-Location = Path | str  # a local path, or a URL (aezip.remote)
+Location = Path | str  # a local path, or a URL (aezip.store.remote)
 
 
 def manifest_location(path: str | os.PathLike[str]) -> Location:
@@ -351,6 +351,4 @@ def open_reader(path: str | os.PathLike[str], storage_options: StorageOptions = 
 
 def archive_bytes(reader: ArchiveReader | ShardedReader) -> int:
     """Bytes stored of an archive or of all shards of a dataset."""
-    if isinstance(reader, ShardedReader):
-        return reader.size
-    return reader._size if isinstance(reader, RemoteArchiveReader) else os.path.getsize(reader.path)
+    return reader.size

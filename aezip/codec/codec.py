@@ -46,15 +46,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from aezip.codec.imagefile import CODED_MODES, MAX_CODED_PIXELS, Prepared, prepare, to_pil
 from aezip.entropy import METHODS, NAMES, decode_latents, encode_latents
-from aezip.entropy.context import context_tables
 from aezip.entropy.tables import CdfTables
 from aezip.entropy.zstd_packer import PROBE_LEVEL, compressor, decompress_exact, encode_zstd
 from aezip.errors import AezipError, CorruptArchiveError, FormatError, UnsupportedImageError
-from aezip.imagefile import CODED_MODES, MAX_CODED_PIXELS, Prepared, prepare, to_pil
 from aezip.model.registry import ModelStore
+from aezip.model.runtime import blas_one_thread
+from aezip.model.side_files import context_tables
 from aezip.model.weights import LoadedModel
-from aezip.runtime import blas_one_thread
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +65,7 @@ STREAM_MAGIC = b"\x89AEI"
 STREAM_VERSION = 1
 DEFAULT_QUALITY = 6
 #: ``auto`` keeps the shortest stream of the methods (same pixels whichever wins; see
-#: :meth:`Codec._entropy_code`). ``aezip.cli`` spells the same list out, so ``--help`` needs no torch.
+#: :meth:`Codec._entropy_code`). ``aezip.cli.app`` spells the same list out, so ``--help`` needs no torch.
 ENTROPY_CHOICES = ("auto", "ans", "zstd", "ans-ctx")
 DEFAULT_ENTROPY = "auto"
 #: Float format of the transforms. ``bf16`` runs the convolutions in bfloat16 (GDN stays float32):
@@ -359,12 +359,12 @@ class Codec:
         """Compress one image (see class docstring for accepted types) to an image stream.
 
         With ``min_psnr`` and/or ``max_bpp`` the quality is chosen for this image: the lowest that
-        reaches ``min_psnr`` dB within ``max_bpp`` bits per pixel (see :mod:`aezip.quality`; use
-        :func:`aezip.quality.encode_to_target` to get the measured PSNR and bpp too).
+        reaches ``min_psnr`` dB within ``max_bpp`` bits per pixel (see :mod:`aezip.codec.quality`; use
+        :func:`aezip.codec.quality.encode_to_target` to get the measured PSNR and bpp too).
         """
         if min_psnr is None and max_bpp is None:
             return self.encode_prepared(prepare_any(image))
-        from aezip.quality import QualityTarget, encode_to_target
+        from aezip.codec.quality import QualityTarget, encode_to_target
 
         target = QualityTarget(min_psnr=min_psnr, max_bpp=max_bpp, below_floor=below_floor)
         return encode_to_target(self, prepare_any(image), target)[0]
@@ -375,7 +375,7 @@ class Codec:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def encode_prepared(self, prep: Prepared) -> bytes:
-        """Compress an image already prepared by :func:`aezip.imagefile.prepare`."""
+        """Compress an image already prepared by :func:`aezip.codec.imagefile.prepare`."""
         return self.encode_many_prepared([prep])[0]
 
     def encode_many(self, images: list[Any], max_batch_pixels: int = 4_000_000) -> list[bytes]:
