@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from aezip.loader import ArchiveLoader
+from aezip.loader.archive_loader import ArchiveLoader
 
 
 class RandomCrop:
