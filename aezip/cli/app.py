@@ -82,6 +82,8 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(str(exc)) from None
         except KeyError as exc:
             raise click.ClickException(str(exc.args[0]) if exc.args else "not found") from None
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
             raise click.ClickException(f"{exc.strerror or exc}{where}") from None
@@ -93,6 +95,16 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             raise
 
     return wrapper
+
+
+def _quiet_broken_pipe() -> None:
+    """Whoever read stdout has gone (``aezip list X | head``): exit as SIGPIPE ends a tool (128 + 13), silently."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # the interpreter's last flush of stdout must not fail again
+    except OSError:
+        pass
+    raise click.exceptions.Exit(128 + getattr(signal, "SIGPIPE", 13))
 
 
 @contextmanager
