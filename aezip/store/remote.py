@@ -102,7 +102,7 @@ class RemoteArchiveReader(ArchiveReader):
         assert isinstance(handle, _RangeFile)
         out = handle.read_ranges(ranges)
         if any(not isinstance(d, bytes) or len(d) != n for d, (_, n) in zip(out, ranges, strict=True)):
-            raise CorruptArchiveError("archive is truncated (file ended early)")
+            raise CorruptArchiveError(f"{self._path}: archive is truncated (file ended early)")
         return out
 
 

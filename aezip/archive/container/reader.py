@@ -81,6 +81,9 @@ class ArchiveReader(MemberSequence):
             self._version = _check_header(_read_exact(fh, 0, min(self._size, spec.HEADER_SIZE)), self._size)
             self._footer = _read_exact(fh, self._size - spec.FOOTER_SIZE, spec.FOOTER_SIZE)
             self._members = _read_index(fh, self._footer, self._size)
+        except FormatError as exc:
+            fh.close()
+            raise naming_file(exc, self._path) from None
         except BaseException:
             fh.close()
             raise
@@ -143,7 +146,7 @@ class ArchiveReader(MemberSequence):
         info = self._lookup(member)
         data = self._read(info.offset, info.length)
         if zlib.crc32(data) != info.crc32:
-            raise CorruptArchiveError(f"member {info.name!r} fails its crc32 check")
+            raise CorruptArchiveError(f"{self._path}: member {info.name!r} fails its crc32 check")
         return data
 
     def read_payloads(self, members: Sequence[str | MemberInfo]) -> list[bytes]:
@@ -158,7 +161,7 @@ class ArchiveReader(MemberSequence):
                 whole = len(which) == 1 and len(data) == info.length
                 piece = data if whole else bytes(view[info.offset - start : info.offset - start + info.length])
                 if zlib.crc32(piece) != info.crc32:
-                    raise CorruptArchiveError(f"member {info.name!r} fails its crc32 check")
+                    raise CorruptArchiveError(f"{self._path}: member {info.name!r} fails its crc32 check")
                 out[k] = piece
         return out
 
@@ -183,7 +186,7 @@ class ArchiveReader(MemberSequence):
             for start in range(info.offset, info.offset + info.length, _CHUNK):
                 crc = zlib.crc32(self._read(start, min(_CHUNK, info.offset + info.length - start)), crc)
             if crc != info.crc32:
-                raise CorruptArchiveError(f"member {info.name!r} fails its crc32 check")
+                raise CorruptArchiveError(f"{self._path}: member {info.name!r} fails its crc32 check")
 
     def _lookup(self, member: str | MemberInfo) -> MemberInfo:
         """Resolve a name, or accept a MemberInfo only if it is exactly this archive's entry."""
@@ -197,7 +200,10 @@ class ArchiveReader(MemberSequence):
         if self._lock is None or self._pid != os.getpid():
             self._lock = threading.Lock()
         with self._lock:
-            return _read_exact(self._handle(), offset, length)
+            try:
+                return _read_exact(self._handle(), offset, length)
+            except FormatError as exc:
+                raise naming_file(exc, self._path) from None
 
     def _read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
         """``(offset, length)`` ranges, each read exactly (``aezip.store.remote`` fetches them in one call)."""
@@ -227,6 +233,13 @@ class ArchiveReader(MemberSequence):
             fh.close()
             raise
         return fh
+
+
+def naming_file(exc: FormatError, path: str) -> FormatError:
+    """The same error, its message starting with the archive's path (unless it names it already)."""
+    if path in str(exc):
+        return exc
+    return type(exc)(f"{path}: {exc}")
 
 
 def _read_exact(fh: BinaryIO, offset: int, length: int) -> bytes:
