@@ -65,3 +65,35 @@ def test_copy_of_golden_is_readable(tmp_path: Path, runner: CliRunner) -> None:
     copy = tmp_path / "ok.aez"
     shutil.copy(GOLDEN, copy)
     assert runner.invoke(main, ["verify", str(copy)]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pack", "{src}", "-"],
+        ["pack", "-", "{tmp}/x.aez"],
+        ["unpack", "{arc}", "-"],
+        ["unpack", "-", "{tmp}/out"],
+        ["export", "{arc}", "-", "--format", "imagefolder"],
+        ["list", "-"],
+        ["info", "-"],
+        ["verify", "-"],
+        ["report", "-"],
+    ],
+)
+def test_dash_is_refused_as_a_file_name(args: list[str], tmp_path: Path, runner: CliRunner) -> None:
+    """'-' is not read as stdin or written as stdout: a usage error, and no file or folder named '-'."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    (tmp_path / "-").mkdir()  # even where a folder '-' exists, '-' stays refused
+    filled = [a.format(src=src, tmp=tmp_path, arc=GOLDEN) for a in args]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = runner.invoke(main, filled)
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 2, result.output
+    assert "'-'" in result.output
+    assert list((tmp_path / "-").iterdir()) == []

@@ -21,7 +21,7 @@ import click
 
 from aezip import __version__
 from aezip.cli.output import counted, echo_pack_summary, human_bytes, report_files
-from aezip.cli.shards import ArchiveArgument, SourceArgument, storage_option, storage_options
+from aezip.cli.shards import ArchiveArgument, OutputPath, SourceArgument, storage_option, storage_options
 from aezip.errors import AezipError
 from aezip.model.runtime import keep_freed_memory, one_blas_thread
 
@@ -196,7 +196,7 @@ def _archive_path(src: Path | str, out: str) -> tuple[Path, bool]:
 
 @main.command("pack")
 @click.argument("src", type=SourceArgument())
-@click.argument("out", type=click.Path())
+@click.argument("out", type=OutputPath())
 @click.option(
     "-q", "--quality", type=click.IntRange(1, 8), default=6, show_default=True, help="1 (smallest) .. 8 (best)."
 )
@@ -389,7 +389,7 @@ def pack_cmd(
 
 @main.command("unpack")
 @click.argument("archive", type=ArchiveArgument())
-@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dest", type=OutputPath(file_okay=False, path_type=Path))
 @click.option(
     "--format",
     "fmt",
@@ -458,7 +458,7 @@ def unpack_cmd(
 
 @main.command("export")
 @click.argument("archive", type=ArchiveArgument())
-@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dest", type=OutputPath(file_okay=False, path_type=Path))
 @click.option(
     "--format",
     "fmt",

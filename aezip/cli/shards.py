@@ -17,6 +17,19 @@ if TYPE_CHECKING:
     from aezip.codec.quality import QualityTarget
 
 
+#: Why ``-`` is a usage error: aezip reads and writes seekable files and folders, never stdin or stdout.
+DASH_REFUSED = "'-' is not a file name here: aezip does not read stdin or write stdout; name a file or folder"
+
+
+class OutputPath(click.Path):
+    """A file or folder to write (``click.Path``), never ``-``."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        if str(value) == "-":
+            self.fail(DASH_REFUSED, param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class ArchiveArgument(click.ParamType):
     """An archive, a manifest or dataset folder that exists, or an fsspec URL (``s3://…``) left as text."""
 
@@ -27,6 +40,8 @@ class ArchiveArgument(click.ParamType):
         if isinstance(value, Path):
             return value
         text = str(value)
+        if text == "-":
+            self.fail(DASH_REFUSED, param, ctx)
         if "://" in text:
             return text
         if not self.exists(text):
@@ -100,6 +115,7 @@ def pack_shards_cmd(
     append: bool,
     as_json: bool,
     target: QualityTarget | None = None,
+    effort: str = "default",
 ) -> None:
     """Pack SRC into the dataset folder OUT (shards + manifest.json) and print the summary."""
     from aezip.loader.export import expanded_tar, is_tar_input
@@ -112,7 +128,7 @@ def pack_shards_cmd(
     if isinstance(dst, Path) and dst.exists() and not dst.is_dir():
         raise click.ClickException(f"{dst} exists and is not a folder (a sharded dataset is a folder)")
     size = shard_size_option(shard_size)
-    spec = CodecSpec(quality, entropy, str(model) if model else None, "cpu" if device == "auto" else device)
+    spec = CodecSpec(quality, entropy, str(model) if model else None, "cpu" if device == "auto" else device, effort)
     if out.startswith("memory://") or str(src).startswith("memory://"):
         jobs = 1  # a memory:// store lives in this process only: worker processes could not use it
     executor = make_executor(engine, jobs)
@@ -162,6 +178,7 @@ def pack_shards_cmd(
             "stored": [list(x) for x in s.stored],
             "stored_by_reason": dict(sorted(s.kept.items())),
             "below_floor": [list(x) for x in s.below_floor],
+            "effort": effort,
         }
         click.echo(json.dumps(body, indent=1))
         return
@@ -171,6 +188,7 @@ def pack_shards_cmd(
     after = [f"{result.present} already in the dataset"] if result.present else []
     where = f"{result.path} ({counted(totals['shards'], 'shard')}: {how})"
     after += [f"{len(s.below_floor)} below the PSNR floor"] if s.below_floor else []
+    after += [f"effort {effort}"] if effort != "default" else []
     echo_pack_summary(s, where, seconds, [], after)
     floor = target.min_psnr if target is not None else None
     report_files(f"below the {floor:g} dB floor" if floor else "below the floor", s.below_floor)
