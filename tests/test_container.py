@@ -360,7 +360,7 @@ def test_trailing_bytes_are_rejected(tmp_path: Path, extra: bytes) -> None:
 
 def test_newer_major_version_is_unsupported(tmp_path: Path) -> None:
     data = _craft([(b"a", b"x", {})], header=spec.pack_header(version=(2, 3)))
-    with pytest.raises(UnsupportedVersionError, match=r"2\.3.*1\.0"):
+    with pytest.raises(UnsupportedVersionError, match=r"2\.3 is newer than this reader.s 1\.3"):
         _open_bytes(tmp_path, data)
     with pytest.raises(FormatError):
         _open_bytes(tmp_path, _craft([], header=spec.pack_header(version=(0, 9))))

@@ -38,6 +38,7 @@ from aezip.archive.reader import (
     Archive,
     EncodedFile,
     MemberPlan,
+    add_context,
     add_dir,
     add_link,
     add_model,
@@ -58,6 +59,7 @@ from aezip.codec.imagefile import (
     reason_label,
 )
 from aezip.codec.quality import QualityTarget
+from aezip.entropy import METHODS
 from aezip.errors import AezipError, UnsafePathError, UnsupportedImageError
 from aezip.model.registry import model_name
 from aezip.model.runtime import release_freed_memory
@@ -248,7 +250,8 @@ def pack(
     never replaced. ``files`` is :func:`collect`'s result when the caller already has it.
     ``jobs`` files are encoded at once, one intra-op thread each; the archive's bytes do not depend on it.
     When images were coded with a model aezip does not ship, its file is stored in the archive
-    (unless ``embed_model`` is false), so the archive decodes on any machine with aezip.
+    (unless ``embed_model`` is false), with its context tables when an image was coded ``ans-ctx``,
+    so the archive decodes on any machine with aezip.
     ``target`` chooses the quality per image (PSNR floor, bpp cap) and records what was measured.
     """
     if on_error not in ON_ERROR:
@@ -270,9 +273,13 @@ def pack(
     entries = [e for e in found.entries if e.name not in left_out]
     if not entries:
         raise AezipError(f"nothing to pack in {src}")
+    uses_context = False  # an ans-ctx stream needs the model's context tables to decode
     with ArchiveWriter(out, overwrite=overwrite) as writer, _threads_for(jobs):
         work = functools.partial(_encode_entry, codec=codec, on_error=on_error, target=target)
         for entry, result in ordered_map(work, entries, jobs, _input_pixels, PIXELS_IN_FLIGHT):
+            value = result[1]
+            if isinstance(value, EncodedFile) and value.kind == MemberKind.IMAGE:
+                uses_context |= parse_header(value.payload)[0].entropy == METHODS["ans-ctx"]
             plan = _write_entry(writer, entry, result, summary)
             if plan is not None:
                 summary.members.append(plan)
@@ -282,6 +289,8 @@ def pack(
         if embed_model and summary.images and model_name(codec.model.model_id) is None:
             add_model(writer, codec.model)
             summary.embedded_models.append(codec.model.sha256)
+            if uses_context:
+                add_context(writer, codec.model)
     summary.bytes_in = sum(p.original_size for p in summary.members)
     summary.bytes_out = out.stat().st_size
     return summary
@@ -440,6 +449,7 @@ def _decoded_files(
     # Each decode pins its own threads (one BLAS or intra-op thread per image on the CPU).
     yield from ordered_map(restore, payloads(), jobs, pixels, PIXELS_IN_FLIGHT)
 
+    archive.embedded_models()  # every MODEL and CONTEXT member is checked, needed by an image or not
 
 #: Payloads read together by unpack and verify (one range request per run at a URL): at most this many
 #: members and, past the first, this many bytes.

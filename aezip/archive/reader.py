@@ -23,6 +23,7 @@ import zstandard
 from PIL import Image
 
 from aezip.archive.container import ArchiveReader, ArchiveWriter, MemberInfo, MemberKind
+from aezip.archive.container.spec import HIDDEN_KINDS
 from aezip.codec.codec import Box, Codec, Decoded, check_box, parse_header
 from aezip.codec.imagefile import (
     DEFAULT_JPEG_QUALITY,
@@ -36,8 +37,10 @@ from aezip.codec.imagefile import (
     prepare,
 )
 from aezip.codec.quality import BelowFloorError, ImageStats, QualityTarget, encode_to_target, stats_from_meta
+from aezip.entropy.safetensors_io import read_safetensors
 from aezip.entropy.zstd_packer import decompressor
 from aezip.errors import AezipError, CorruptArchiveError, ModelError, UnsupportedImageError
+from aezip.model.side_files import attach_context, context_file_bytes
 from aezip.model.weights import LoadedModel, model_from_bytes
 
 RAW_LEVEL = 10
@@ -260,6 +263,18 @@ def add_model(writer: ArchiveWriter, model: LoadedModel) -> int:
     return len(data)
 
 
+def add_context(writer: ArchiveWriter, model: LoadedModel) -> int:
+    """Store the context tables ``model`` coded ``ans-ctx`` streams with as a CONTEXT member; returns the bytes added.
+
+    :class:`AezipError` when there is no side file to embed (the archive would not decode without it).
+    """
+    data = context_file_bytes(model)
+    if data is None:
+        raise AezipError(f"model {model.sha256[:32]} has no context tables file to embed for ans-ctx")
+    writer.add(hashlib.sha256(data).hexdigest(), MemberKind.CONTEXT, data, original_size=len(data), mode=0o644)
+    return len(data)
+
+
 class Archive:
     """Random access to the members of an ``.aez`` archive by name, in archive order.
 
@@ -280,6 +295,7 @@ class Archive:
         self._models = list(models or [])
         self._codec = codec
         self._codec_pid = os.getpid() if codec is not None else 0
+        self._embedded: list[LoadedModel] | None = None
 
     def _open_reader(self, path: str | os.PathLike[str]) -> ArchiveReader:
         """The container reader for ``path`` (subclasses: sharded datasets, object stores)."""
@@ -294,6 +310,7 @@ class Archive:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_codec"] = None
+        state["_embedded"] = None
         return state
 
     def close(self) -> None:
@@ -310,8 +327,8 @@ class Archive:
 
     @property
     def members(self) -> list[MemberInfo]:
-        """The members that stand for files, links and folders (embedded models are not among them)."""
-        return [m for m in self._reader.members if m.kind != MemberKind.MODEL]
+        """The members that stand for files, links and folders (embedded models and tables are not among them)."""
+        return [m for m in self._reader.members if m.kind not in HIDDEN_KINDS]
 
     @property
     def names(self) -> list[str]:
@@ -324,29 +341,25 @@ class Archive:
         return iter(self.names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._reader and self._reader[name].kind != MemberKind.MODEL
+        return name in self._reader and self._reader[name].kind not in HIDDEN_KINDS
 
     def info(self, name: str) -> MemberInfo:
         """Index record of a member (KeyError if absent)."""
         info = self._reader[name]
-        if info.kind == MemberKind.MODEL:
+        if info.kind in HIDDEN_KINDS:
             raise KeyError(f"no member named {name!r} in {self.path}")
         return info
 
     def embedded_models(self) -> list[LoadedModel]:
-        """The models stored inside the archive (MODEL members), each checked against its sha256 name."""
-        models = []
-        for info in self._reader.members:
-            if info.kind != MemberKind.MODEL:
-                continue
-            data = self._reader.read_payload(info)
-            if hashlib.sha256(data).hexdigest() != info.name:
-                raise CorruptArchiveError(f"embedded model {info.name[:32]} does not match its sha256")
-            try:
-                models.append(model_from_bytes(data, source=f"embedded model {info.name[:32]}"))
-            except ModelError as exc:
-                raise CorruptArchiveError(str(exc)) from None
-        return models
+        """The models stored inside the archive (MODEL members), each checked against its sha256 name,
+        with the context tables stored for them (CONTEXT members); read and checked once.
+
+        Every MODEL and CONTEXT member is checked, needed by an image or not (``verify`` and
+        ``unpack`` call this first): :class:`CorruptArchiveError` on the first that fails.
+        """
+        if self._embedded is None:
+            self._embedded = _load_embedded(self._reader)
+        return self._embedded
 
     def is_image(self, name: str) -> bool:
         """Whether the member was coded by the model (lossy) rather than stored losslessly."""
@@ -423,6 +436,38 @@ class Archive:
         if info.kind == MemberKind.DIR:
             raise AezipError(f"{name} is a folder")
         return render(info, self.decode([name])[0], fmt, jpeg_quality)
+
+
+def _load_embedded(reader: ArchiveReader) -> list[LoadedModel]:
+    """Parse and check every MODEL and CONTEXT member (see :meth:`Archive.embedded_models`)."""
+    models: dict[str, LoadedModel] = {}
+    contexts: list[tuple[str, bytes]] = []
+    for info in reader.members:
+        if info.kind not in HIDDEN_KINDS:
+            continue
+        what = "model" if info.kind == MemberKind.MODEL else "context tables"
+        data = reader.read_payload(info)
+        if hashlib.sha256(data).hexdigest() != info.name:
+            raise CorruptArchiveError(f"embedded {what} {info.name[:32]} does not match its sha256")
+        if info.kind == MemberKind.CONTEXT:
+            contexts.append((info.name, data))
+            continue
+        try:
+            models[info.name] = model_from_bytes(data, source=f"embedded model {info.name[:32]}")
+        except ModelError as exc:
+            raise CorruptArchiveError(str(exc)) from None
+    for name, data in contexts:
+        source = f"embedded context tables {name[:32]}"
+        try:
+            owner = models.get(str(read_safetensors(data, source, "context tables file")[1].get("model_sha256")))
+            if owner is None:
+                raise CorruptArchiveError(f"{source} belong to no model embedded in the archive")
+            if owner.context is not None:
+                raise CorruptArchiveError(f"{source}: the archive holds two context tables for one model")
+            attach_context(owner, data, source)
+        except ModelError as exc:
+            raise CorruptArchiveError(str(exc)) from None
+    return list(models.values())
 
 
 def _member_box(box: Box, payload: bytes, name: str) -> Box:

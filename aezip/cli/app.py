@@ -613,7 +613,7 @@ def info_cmd(archive: Path) -> None:
     with open_reader(archive, storage_options()) as reader:
         images = [m for m in reader.members if m.kind == MemberKind.IMAGE]
         headers = [parse_header(reader.read_payload(m))[0] for m in images]
-        files = [m for m in reader.members if m.kind != MemberKind.MODEL]
+        files = [m for m in reader.members if m.kind not in (MemberKind.MODEL, MemberKind.CONTEXT)]
         embedded = {bytes.fromhex(m.name)[:16] for m in reader.members if m.kind == MemberKind.MODEL}
         total_in = sum(m.original_size for m in files)
         version = reader.version

@@ -63,6 +63,27 @@ def load_context(model: LoadedModel) -> ContextModel | None:
     return model.context
 
 
+def context_file_bytes(model: LoadedModel) -> bytes | None:
+    """The bytes of the side file a user's model read its context tables from (for embedding in an
+    archive), checked to be the tables loaded; ``None`` when none were loaded or the model is shipped."""
+    if model.context is None or model.sha256 in _shipped_side_files() or model.path is None:
+        return None
+    path = side_file_path(model.path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read context tables {path}: {exc.strerror or exc}") from None
+    if hashlib.sha256(data).hexdigest() != model.context.sha256:
+        raise ModelError(f"context tables {path} changed while packing")
+    return data
+
+
+def attach_context(model: LoadedModel, data: bytes, source: str) -> None:
+    """Give ``model`` the context tables in ``data`` (an embedded side file); :class:`ModelError` if unfit."""
+    cfg = model.config
+    model.context = context_from_bytes(data, model.sha256, cfg.bottleneck, cfg.qualities, source)
+
+
 def context_tables(model: LoadedModel, quality: int) -> ContextTables | None:
     """Context tables of ``quality`` (1-based) for this model, or ``None``."""
     loaded = load_context(model)

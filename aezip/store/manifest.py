@@ -239,8 +239,8 @@ class ShardedReader(MemberSequence):
                 self.readers.append(reader)
                 for info in reader.members:
                     if info.name in self._where:
-                        if info.kind.name == "MODEL" and info.kind == self[info.name].kind:
-                            continue  # the same embedded model (named by its sha256) in several shards
+                        if info.kind in container_spec.HIDDEN_KINDS and info.kind == self[info.name].kind:
+                            continue  # the same embedded model or tables (named by their sha256) in several shards
                         raise CorruptArchiveError(f"member {info.name!r} is in two shards")
                     self._where[info.name] = k
                     members.append(info)

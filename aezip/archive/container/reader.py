@@ -274,7 +274,7 @@ def _check_header(header: bytes, size: int) -> tuple[int, int]:
 
 
 def _check_version(major: int, minor: int) -> None:
-    ours = spec.FORMAT_VERSION
+    ours = spec.LATEST_VERSION
     if major > ours[0]:
         raise UnsupportedVersionError(
             f"archive format version {major}.{minor} is newer than this reader's {ours[0]}.{ours[1]}; upgrade aezip"
@@ -344,7 +344,7 @@ def _parse_entry(view: memoryview, pos: int, number: int) -> tuple[MemberInfo, i
     member_kind = _check_entry_fields(name, kind, flags, mode)
     info = MemberInfo(name, member_kind, offset, length, crc, original_size, mode, mtime_ns, metadata)
     _check_dir(info)
-    if info.kind == MemberKind.MODEL:
+    if info.kind in spec.HIDDEN_KINDS:
         spec.validate_model_member(info.name)
     return info, pos
 

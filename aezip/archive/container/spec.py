@@ -20,7 +20,7 @@ FOOTER_MAGIC = b"\x89AEZIDX\n"
 #: The version a writer writes when it uses no feature of a later minor version (RAW and IMAGE members only).
 FORMAT_VERSION = (1, 0)
 #: The newest version this code writes and fully understands.
-LATEST_VERSION = (1, 2)
+LATEST_VERSION = (1, 3)
 
 # Header: magic, major u8, minor u8, flags u32, crc32 of the preceding 14 bytes u32.
 HEADER_BODY = struct.Struct("<8sBBI")
@@ -67,15 +67,27 @@ class MemberKind(enum.IntEnum):
     #: a model file (safetensors) that coded images of this archive and that aezip does not ship;
     #: the name is the file's sha256 in lowercase hex, not a path: it is never unpacked. Since 1.2.
     MODEL = 5
+    #: the context tables (``ans-ctx`` side file, safetensors) of an embedded MODEL member; named by
+    #: the file's sha256 like a MODEL member, never unpacked. Since 1.3.
+    CONTEXT = 6
 
 
 #: The minor version (of major 1) that introduced each kind; a writer declares the highest it uses.
-KIND_MINOR = {MemberKind.RAW: 0, MemberKind.IMAGE: 0, MemberKind.LINK: 1, MemberKind.DIR: 1, MemberKind.MODEL: 2}
+KIND_MINOR = {
+    MemberKind.RAW: 0,
+    MemberKind.IMAGE: 0,
+    MemberKind.LINK: 1,
+    MemberKind.DIR: 1,
+    MemberKind.MODEL: 2,
+    MemberKind.CONTEXT: 3,
+}
+#: Kinds that hold what decoding needs rather than a file: named by their payload's sha256, never unpacked or listed.
+HIDDEN_KINDS = frozenset({MemberKind.MODEL, MemberKind.CONTEXT})
 _MODEL_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 def validate_model_member(name: str) -> str:
-    """A MODEL member's name must be 64 lowercase hex digits (the sha256 of its payload)."""
+    """A MODEL or CONTEXT member's name must be 64 lowercase hex digits (the sha256 of its payload)."""
     if not _MODEL_NAME.fullmatch(name):
         raise UnsafePathError(f"embedded model member {_short(name)} is not named by a sha256")
     return name

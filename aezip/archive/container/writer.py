@@ -90,8 +90,8 @@ class ArchiveWriter:
             spec.validate_link_target(name, bytes(payload).decode("utf-8", "surrogateescape"))
         elif info.kind == MemberKind.DIR and info.length:
             raise ValueError("a DIR member has an empty payload")
-        elif info.kind == MemberKind.MODEL and hashlib.sha256(payload).hexdigest() != spec.validate_model_member(name):
-            raise ValueError("a MODEL member is named by the sha256 of its payload")
+        elif info.kind in spec.HIDDEN_KINDS and hashlib.sha256(payload).hexdigest() != spec.validate_model_member(name):
+            raise ValueError(f"a {info.kind.name} member is named by the sha256 of its payload")
         try:
             with _user_path(self._path):
                 self._fh.write(payload)
