@@ -115,7 +115,6 @@ def pack_shards_cmd(
     append: bool,
     as_json: bool,
     target: QualityTarget | None = None,
-    effort: str = "default",
 ) -> None:
     """Pack SRC into the dataset folder OUT (shards + manifest.json) and print the summary."""
     from aezip.loader.export import expanded_tar, is_tar_input
@@ -128,7 +127,7 @@ def pack_shards_cmd(
     if isinstance(dst, Path) and dst.exists() and not dst.is_dir():
         raise click.ClickException(f"{dst} exists and is not a folder (a sharded dataset is a folder)")
     size = shard_size_option(shard_size)
-    spec = CodecSpec(quality, entropy, str(model) if model else None, "cpu" if device == "auto" else device, effort)
+    spec = CodecSpec(quality, entropy, str(model) if model else None, "cpu" if device == "auto" else device)
     if out.startswith("memory://") or str(src).startswith("memory://"):
         jobs = 1  # a memory:// store lives in this process only: worker processes could not use it
     executor = make_executor(engine, jobs)
@@ -178,7 +177,6 @@ def pack_shards_cmd(
             "stored": [list(x) for x in s.stored],
             "stored_by_reason": dict(sorted(s.kept.items())),
             "below_floor": [list(x) for x in s.below_floor],
-            "effort": effort,
         }
         click.echo(json.dumps(body, indent=1))
         return
@@ -188,7 +186,6 @@ def pack_shards_cmd(
     after = [f"{result.present} already in the dataset"] if result.present else []
     where = f"{result.path} ({counted(totals['shards'], 'shard')}: {how})"
     after += [f"{len(s.below_floor)} below the PSNR floor"] if s.below_floor else []
-    after += [f"effort {effort}"] if effort != "default" else []
     echo_pack_summary(s, where, seconds, [], after)
     floor = target.min_psnr if target is not None else None
     report_files(f"below the {floor:g} dB floor" if floor else "below the floor", s.below_floor)
